@@ -1,0 +1,150 @@
+"""`litecoder` command line.
+
+    litecoder <stage> [--params params.yaml | OVERRIDE ...]   one stage (what dvc.yaml calls)
+    litecoder run [--stages a,b | --until s] [-m] [OVERRIDE ...] stages in order, as a Hydra
+                                                               app (multirun: one dir per job)
+    litecoder params [-o params.yaml] [OVERRIDE ...]           compose conf/ the way DVC does
+    litecoder stand-in [--port N ...]                          run the offline stand-in teacher
+
+Every path ends in the same stage functions (`litecoder.pipeline.STAGES`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rich.logging import RichHandler
+
+from litecoder.config import CONF_DIR_NAME, ConfigError, load_config, validate
+from litecoder.pipeline import ORDER, STAGES, run_stage
+
+log = logging.getLogger("litecoder")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("httpx", "httpx2", "openai", "urllib3", "docker", "filelock", "LiteLLM"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _stage_main(stage: str, argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog=f"litecoder {stage}", description=STAGES[stage].__doc__)
+    p.add_argument("--params", type=Path, help="composed config (DVC's params.yaml)")
+    p.add_argument("--workdir", type=Path, default=Path.cwd(), help="where data/ and metrics/ live")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/ (without --params)")
+    a = p.parse_args(argv)
+    _setup_logging(a.verbose)
+    root = Path.cwd()
+    cfg = load_config(params=a.params, conf_dir=root / CONF_DIR_NAME, overrides=a.overrides)
+    run_stage(stage, cfg, root=root, workdir=a.workdir.resolve())
+    return 0
+
+
+def _select_stages(argv: list[str]) -> tuple[list[str], list[str]]:
+    p = argparse.ArgumentParser(prog="litecoder run", add_help=False)
+    p.add_argument("--stages", default=None)
+    p.add_argument("--until", default=None, choices=ORDER)
+    a, rest = p.parse_known_args(argv)
+    if a.stages:
+        stages = [s.strip() for s in a.stages.split(",") if s.strip()]
+        bad = [s for s in stages if s not in STAGES]
+        if bad:
+            raise ConfigError(f"unknown stage(s) {bad}; stages: {ORDER}")
+    else:
+        stages = ORDER[: ORDER.index(a.until) + 1] if a.until else list(ORDER)
+    return stages, rest
+
+
+def _run_main(argv: list[str]) -> int:
+    """The Hydra app: the pipeline for one composed config, or one per multirun job."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig, OmegaConf
+
+    from litecoder.io import write_text
+
+    stages, hydra_args = _select_stages(argv)
+    root = Path.cwd()
+    conf_dir = root / CONF_DIR_NAME
+    if not (conf_dir / "config.yaml").exists():
+        raise ConfigError(f"config error: no {conf_dir}/config.yaml (run from the project root)")
+
+    @hydra.main(config_path=str(conf_dir), config_name="config", version_base=None)
+    def job(dcfg: DictConfig) -> dict[str, object]:
+        _setup_logging()
+        data = OmegaConf.to_container(dcfg, resolve=True)
+        try:
+            cfg = validate(data)  # type: ignore[arg-type]
+        except ConfigError as e:
+            log.error("%s", e)
+            raise SystemExit(2) from None
+        hc = HydraConfig.get()
+        workdir = Path(hc.runtime.output_dir) if hc.mode == RunMode.MULTIRUN else root
+        if workdir != root:  # each sweep member keeps the exact config it ran with
+            write_text(workdir / "params.yaml", OmegaConf.to_yaml(dcfg, resolve=True))
+        results = {}
+        for s in stages:
+            results[s] = run_stage(s, cfg, root=root, workdir=workdir)
+        return results
+
+    sys.argv = ["litecoder run", *hydra_args]
+    job()
+    return 0
+
+
+def _params_main(argv: list[str]) -> int:
+    """Write the composed default config exactly as DVC's Hydra integration does."""
+    from dvc.utils.hydra import compose_and_dump
+
+    p = argparse.ArgumentParser(prog="litecoder params")
+    p.add_argument("-o", "--output", type=Path, default=Path("params.yaml"))
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args(argv)
+    conf_dir = (Path.cwd() / CONF_DIR_NAME).resolve()
+    compose_and_dump(a.output, str(conf_dir), None, "config", str(Path.cwd()), a.overrides)
+    validate(load_config(params=a.output, check_env=False).model_dump(mode="json"), check_env=False)
+    print(f"wrote {a.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {**{s: None for s in STAGES}, "run": None, "params": None, "stand-in": None}
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print(__doc__)
+        print("stages:", ", ".join(ORDER))
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    cmd, rest = argv[0], argv[1:]
+    try:
+        if cmd == "run":
+            code = _run_main(rest)
+        elif cmd == "params":
+            code = _params_main(rest)
+        elif cmd == "stand-in":
+            from litecoder.offline.server import main as serve
+
+            serve(rest)
+            code = 0
+        else:
+            code = _stage_main(cmd, rest)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Config loading and validation.
+
+`conf/` (Hydra) is the single source of truth. It is composed either by Hydra (CLI, multirun)
+or by DVC's Hydra integration into `params.yaml`; both paths end in `load_config`, which
+validates the plain dict against the pydantic models below so that a typo'd key, a bad type,
+an unknown domain or a missing endpoint / API key is a one-line error before any call is made.
+
+Secrets never appear in config: a teacher names the *environment variable* holding its key
+(`api_key_env`), which the LLM client reads at call time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONF_DIR_NAME = "conf"
+AGENT_ROLES = ("sample", "judge", "agent")
+
+
+class ConfigError(Exception):
+    """A config problem, reported as one line that names the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- taxonomy ---------------------------------------------------------------------------
+
+
+class Domain(Strict):
+    description: str
+    subtopics: list[str] = Field(min_length=1)
+    # MAGPIE system message; `{subtopic}`, `{domain}` and `{description}` are filled in.
+    system_message: str
+    weight: float = Field(gt=0)
+
+
+class Taxonomy(Strict):
+    name: str
+    domains: dict[str, Domain] = Field(min_length=1)
+
+
+# --- teachers -----------------------------------------------------------------------------
+
+
+class Magpie(Strict):
+    # The chat template up to and including the user-turn prefix; `{system}` is replaced.
+    pre_query_template: str
+    stop: list[str] = Field(default_factory=list)
+
+
+class Sampling(Strict):
+    temperature: float = Field(default=1.0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_tokens: int = Field(default=2048, gt=0)
+    # Extra body fields passed through as-is (e.g. vLLM's `repetition_penalty`).
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+
+class Limits(Strict):
+    concurrency: int = Field(default=16, gt=0)
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+
+
+class Price(Strict):
+    input_per_mtok: float = Field(default=0.0, ge=0)
+    output_per_mtok: float = Field(default=0.0, ge=0)
+
+
+class Teacher(Strict):
+    name: str
+    model: str
+    # None: no endpoint. Allowed only for the offline stand-in, which litecoder starts itself.
+    base_url: str | None = None
+    api_key_env: str | None = None
+    stand_in: bool = False
+    # How MAGPIE sampling talks to this model: raw completion with the pre-query template, or,
+    # for chat-only APIs, a chat request asking for a task.
+    sampling_mode: Literal["completion", "chat"] = "completion"
+    magpie: Magpie | None = None
+    chat_task_prompt: str | None = None
+    # LiteLLM provider prefix Harbor's agents use for this endpoint (`openai/<model>`).
+    litellm_provider: str = "openai"
+    sampling: Sampling = Sampling()
+    limits: Limits = Limits()
+    timeout_s: float = Field(default=600, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    price: Price = Price()
+
+    @model_validator(mode="after")
+    def _check(self) -> Teacher:
+        if self.sampling_mode == "completion" and self.magpie is None:
+            raise ValueError("sampling_mode 'completion' needs a 'magpie' pre-query template")
+        if self.sampling_mode == "chat" and not self.chat_task_prompt:
+            raise ValueError("sampling_mode 'chat' needs 'chat_task_prompt'")
+        if self.magpie and "{system}" not in self.magpie.pre_query_template:
+            raise ValueError("magpie.pre_query_template must contain '{system}'")
+        if self.base_url is None and not self.stand_in:
+            raise ValueError("base_url is missing (only the offline stand-in may omit it)")
+        return self
+
+
+# --- stages -------------------------------------------------------------------------------
+
+
+class Sampler(Strict):
+    n_tasks: int = Field(gt=0)
+    seed: int = 0
+    # Restrict sampling to these taxonomy domains (None: all of them).
+    domains: list[str] | None = None
+    min_chars: int = Field(default=80, ge=0)
+    max_chars: int = Field(default=6000, gt=0)
+    max_reasks: int = Field(default=2, ge=0)
+
+
+class Criterion(Strict):
+    description: str
+    threshold: int = Field(ge=1, le=5)
+
+
+class Judge(Strict):
+    system_prompt: str
+    user_template: str
+    criteria: dict[str, Criterion] = Field(min_length=1)
+    max_reasks: int = Field(default=2, ge=0)
+    temperature: float = Field(default=0.0, ge=0)
+    max_tokens: int = Field(default=1024, gt=0)
+
+
+class Dedup(Strict):
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(default=0.7, gt=0, le=1)
+    num_perm: int = Field(default=128, gt=0)
+    shingle_words: int = Field(default=3, gt=0)
+
+
+class Tracking(Strict):
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "litecoder"
+    entity: str | None = None
+    sample_rows: int = Field(default=20, ge=0)
+
+
+class LLM(Strict):
+    cache_dir: str = ".litecoder/cache"
+    cache: bool = True
+
+
+class Experiment(Strict):
+    name: str
+    description: str = ""
+
+
+class Config(Strict):
+    # Sections that later stages own are validated by their own models as they land.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experiment: Experiment
+    taxonomy: Taxonomy
+    models: dict[str, Teacher]
+    sampler: Sampler
+    judge: Judge
+    dedup: Dedup
+    tracking: Tracking
+    llm: LLM = LLM()
+    envprep: dict[str, Any] = Field(default_factory=dict)
+    rollout: dict[str, Any] = Field(default_factory=dict)
+    filter: dict[str, Any] = Field(default_factory=dict)
+    sft: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    eval: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        missing = [r for r in AGENT_ROLES if r not in self.models]
+        if missing:
+            raise ValueError(f"models: missing role(s) {missing}; expected {list(AGENT_ROLES)}")
+        if self.sampler.domains is not None:
+            known = set(self.taxonomy.domains)
+            for d in self.sampler.domains:
+                if d not in known:
+                    raise ValueError(
+                        f"sampler.domains: unknown domain {d!r} "
+                        f"(taxonomy {self.taxonomy.name!r} has {sorted(known)})"
+                    )
+        return self
+
+    def teacher(self, role: str) -> Teacher:
+        return self.models[role]
+
+    def sampled_domains(self) -> dict[str, Domain]:
+        names = self.sampler.domains or list(self.taxonomy.domains)
+        return {n: self.taxonomy.domains[n] for n in names}
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (typo?)"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"config error: {loc}: {msg}{more}" if loc else f"config error: {msg}{more}"
+
+
+def validate(data: dict[str, Any], *, check_env: bool = True) -> Config:
+    """Validate a composed config dict. Raises ConfigError with a one-line message."""
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+    if check_env:
+        for role, t in cfg.models.items():
+            if t.api_key_env and not t.stand_in and not os.environ.get(t.api_key_env):
+                raise ConfigError(
+                    f"config error: models.{role}.api_key_env: environment variable "
+                    f"{t.api_key_env} is not set"
+                )
+    return cfg
+
+
+def compose(conf_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Compose `conf/config.yaml` with Hydra overrides, as DVC's Hydra integration does."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(str(conf_dir.resolve()), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except (HydraException, OmegaConfBaseException) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(f"config error: {first}") from None
+
+
+def load_params(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config error: {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config error: {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error: {path} is not a mapping")
+    return data
+
+
+def load_config(
+    *,
+    params: Path | None = None,
+    conf_dir: Path | None = None,
+    overrides: list[str] | None = None,
+    check_env: bool = True,
+) -> Config:
+    """Load from a composed params file (DVC) or by composing `conf/` (CLI)."""
+    if params is not None:
+        if overrides:
+            raise ConfigError("config error: overrides cannot be combined with --params")
+        data = load_params(params)
+    else:
+        data = compose(conf_dir or Path.cwd() / CONF_DIR_NAME, overrides)
+    return validate(data, check_env=check_env)

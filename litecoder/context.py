@@ -1,0 +1,63 @@
+"""What every stage run gets: validated config, paths, LLM endpoints, cache and accounting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from litecoder.config import Config
+from litecoder.llm import LLMClient, ResponseCache, UsageBook, open_cache
+from litecoder.offline import Endpoints
+
+
+class Paths:
+    """The files of one run, relative to its working directory (the repo root under DVC,
+    the job directory under Hydra multirun)."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        tasks = workdir / "data" / "tasks"
+        self.sampled = tasks / "sampled.jsonl"
+        self.judged = tasks / "judged.jsonl"
+        self.accepted = tasks / "accepted.jsonl"
+        self.duplicates = tasks / "duplicates.jsonl"
+        self.metrics = workdir / "metrics"
+
+
+@dataclass
+class StageContext:
+    cfg: Config
+    root: Path
+    paths: Paths
+    endpoints: Endpoints
+    cache: ResponseCache | None
+    usage: UsageBook
+
+    def client(self, role: str) -> LLMClient:
+        teacher = self.cfg.teacher(role)
+        return LLMClient(
+            teacher,
+            base_url=self.endpoints.url(role),
+            cache=self.cache,
+            usage=self.usage.for_teacher(teacher.name),
+        )
+
+
+def cache_dir(cfg: Config, root: Path) -> Path | None:
+    if not cfg.llm.cache:
+        return None
+    d = Path(cfg.llm.cache_dir)
+    return d if d.is_absolute() else root / d
+
+
+@contextmanager
+def stage_context(cfg: Config, root: Path, workdir: Path) -> Iterator[StageContext]:
+    cache = open_cache(cache_dir(cfg, root))
+    try:
+        with Endpoints(cfg) as endpoints:
+            yield StageContext(cfg, root, Paths(workdir), endpoints, cache, UsageBook())
+    finally:
+        if cache is not None:
+            cache.close()

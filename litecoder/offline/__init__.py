@@ -1,0 +1,89 @@
+"""The offline stand-in teacher (scripted OpenAI-compatible server; not a model)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from litecoder.config import Config
+
+
+@dataclass
+class StandIn:
+    """A stand-in server process on loopback, started and stopped by litecoder."""
+
+    latency_s: float = 0.0
+    fault_rate: float = 0.0
+    faults: str | None = None
+    slow_s: float | None = None
+    seed: int = 0
+    base_url: str = ""
+    _proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> StandIn:
+        cmd = [sys.executable, "-m", "litecoder.offline.server", "--port", "0",
+               "--latency", str(self.latency_s), "--fault-rate", str(self.fault_rate),
+               "--seed", str(self.seed)]
+        if self.faults:
+            cmd += ["--faults", self.faults]
+        if self.slow_s is not None:
+            cmd += ["--slow-s", str(self.slow_s)]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"offline stand-in teacher failed to start: {line!r}")
+        self.base_url = line.split()[1]
+        return self
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._proc = None
+
+    def stats(self) -> dict[str, Any]:
+        return stand_in_stats(self.base_url)
+
+    def __enter__(self) -> StandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def stand_in_stats(base_url: str) -> dict[str, Any]:
+    url = base_url.rstrip("/").removesuffix("/v1") + "/_stand_in/stats"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.load(r)
+
+
+class Endpoints:
+    """Base URL per model role; one stand-in is started lazily for roles without an endpoint."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.stand_in: StandIn | None = None
+
+    def url(self, role: str) -> str:
+        t = self.cfg.models[role]
+        if t.base_url:
+            return t.base_url
+        if self.stand_in is None:
+            self.stand_in = StandIn().start()
+        return self.stand_in.base_url
+
+    def __enter__(self) -> Endpoints:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.stand_in:
+            self.stand_in.stop()

@@ -1,0 +1,94 @@
+"""Stage `dedup`: exact and near-duplicate removal over the accepted tasks.
+
+Exact: a hash of the normalised text (case and whitespace folded). Near: MinHash over word
+shingles with an LSH index (datasketch); a candidate counts when its estimated Jaccard
+similarity reaches the threshold. The first task in sample order is kept; every removed
+task names the id it duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from datasketch import MinHash, MinHashLSH
+
+from litecoder.config import Dedup
+from litecoder.context import StageContext
+from litecoder.io import read_jsonl, write_jsonl
+from litecoder.tracking import StageRun
+
+_WORD = re.compile(r"\w+")
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def minhash(text: str, cfg: Dedup) -> MinHash:
+    words = _WORD.findall(text.lower())
+    k = cfg.shingle_words
+    shingles = {" ".join(words[i : i + k]) for i in range(max(1, len(words) - k + 1))}
+    m = MinHash(num_perm=cfg.num_perm, seed=1)
+    m.update_batch([s.encode() for s in shingles])
+    return m
+
+
+def dedup(records: list[dict[str, Any]], cfg: Dedup) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    kept: list[dict[str, Any]] = []
+    removed: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+    hashes: dict[str, MinHash] = {}
+    for rec in records:
+        text = rec["task"]
+        digest = hashlib.sha256(normalise(text).encode()).hexdigest()
+        if cfg.exact and digest in seen:
+            removed.append({**rec, "duplicate_of": seen[digest], "dedup": "exact", "similarity": 1.0})
+            continue
+        if cfg.near:
+            mh = minhash(text, cfg)
+            best = max(
+                ((c, mh.jaccard(hashes[c])) for c in lsh.query(mh)),
+                key=lambda x: (x[1], x[0]),
+                default=None,
+            )
+            if best and best[1] >= cfg.threshold:
+                removed.append({**rec, "duplicate_of": best[0], "dedup": "near",
+                                "similarity": round(best[1], 4)})
+                continue
+            lsh.insert(rec["id"], mh)
+            hashes[rec["id"]] = mh
+        seen.setdefault(digest, rec["id"])
+        kept.append(rec)
+    return kept, removed
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """data/tasks/accepted.jsonl (+ duplicates.jsonl) from data/tasks/judged.jsonl."""
+    track = StageRun("dedup", ctx.cfg, ctx.paths.workdir)
+    judged = read_jsonl(ctx.paths.judged)
+    accepted = [r for r in judged if r["accepted"]]
+    kept, removed = dedup(accepted, ctx.cfg.dedup)
+    write_jsonl(ctx.paths.accepted, kept)
+    write_jsonl(ctx.paths.duplicates, removed)
+    per_domain: dict[str, dict[str, int]] = {}
+    for r in accepted:
+        per_domain.setdefault(r["domain"], {"in": 0, "kept": 0})["in"] += 1
+    for r in kept:
+        per_domain[r["domain"]]["kept"] += 1
+    track.metrics.update(
+        {
+            "in": len(accepted),
+            "kept": len(kept),
+            "exact_duplicates": sum(r["dedup"] == "exact" for r in removed),
+            "near_duplicates": sum(r["dedup"] == "near" for r in removed),
+            "per_domain": per_domain,
+        }
+    )
+    track.table = [
+        {"id": r["id"], "duplicate_of": r["duplicate_of"], "dedup": r["dedup"], "task": r["task"]}
+        for r in removed
+    ]
+    return track.finish()

@@ -1,0 +1,148 @@
+"""Stage `judge`: LLM-as-a-judge feasibility check of every sampled task.
+
+Each task gets per-criterion scores (1-5) with reasons in the judge's JSON format; it is
+accepted when every criterion reaches its threshold. All tasks are kept in judged.jsonl,
+accepted or not, with the reasons. Thresholds are applied after the call, so changing one
+re-runs this stage from the response cache without a single new request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from litecoder.config import Config
+from litecoder.context import StageContext
+from litecoder.io import read_jsonl, write_jsonl
+from litecoder.llm import InvalidOutput, parse_json_object
+from litecoder.tracking import StageRun, progress
+
+
+class Score(BaseModel):
+    score: int = Field(ge=1, le=5)
+    reason: str
+
+
+class Verdict(BaseModel):
+    scores: dict[str, Score]
+    summary: str = ""
+
+
+def make_parser(criteria: list[str]):  # noqa: ANN201
+    def parse(text: str) -> Verdict:
+        v = Verdict.model_validate(parse_json_object(text))
+        missing = [c for c in criteria if c not in v.scores]
+        if missing:
+            raise InvalidOutput(f"missing criteria {missing}")
+        return v
+
+    return parse
+
+
+def messages(cfg: Config, rec: dict[str, Any]) -> list[dict[str, str]]:
+    j = cfg.judge
+    criteria = "\n".join(f"- {name}: {c.description}" for name, c in j.criteria.items())
+    user = j.user_template.format(
+        domain=rec["domain"],
+        subtopic=rec["subtopic"],
+        task=rec["task"],
+        criteria=criteria,
+        criterion_names=", ".join(j.criteria),
+    )
+    return [{"role": "system", "content": j.system_prompt}, {"role": "user", "content": user}]
+
+
+def decide(cfg: Config, verdict: Verdict) -> list[str]:
+    """Criteria below threshold (empty: accepted)."""
+    return [
+        name for name, c in cfg.judge.criteria.items() if verdict.scores[name].score < c.threshold
+    ]
+
+
+async def _judge(ctx: StageContext, records: list[dict[str, Any]], bar: Any) -> list[dict[str, Any]]:
+    cfg = ctx.cfg
+    teacher = cfg.teacher("judge")
+    parse = make_parser(list(cfg.judge.criteria))
+
+    async with ctx.client("judge") as client:
+
+        async def one(rec: dict[str, Any]) -> dict[str, Any]:
+            out = dict(rec)
+            if rec["outcome"] != "ok":
+                out.update(accepted=False, judge=None, rejected_by=["sample_error"])
+                bar.advance()
+                return out
+            res = await client.chat_validated(
+                messages(cfg, rec), parse, max_reasks=cfg.judge.max_reasks,
+                temperature=cfg.judge.temperature, max_tokens=cfg.judge.max_tokens,
+            )
+            bar.advance()
+            judge: dict[str, Any] = {
+                "teacher": teacher.name,
+                "attempts": res.attempts,
+                "tokens": {"prompt": res.prompt_tokens, "completion": res.completion_tokens},
+            }
+            if not res.ok:
+                judge.update(outcome="error", error=res.error, error_kind=res.error_kind,
+                             raw=res.text)
+                out.update(accepted=False, judge=judge, rejected_by=["judge_error"])
+                return out
+            assert res.value is not None
+            below = decide(cfg, res.value)
+            judge.update(
+                outcome="ok",
+                scores={k: v.model_dump() for k, v in res.value.scores.items()},
+                summary=res.value.summary,
+            )
+            out.update(accepted=not below, judge=judge, rejected_by=below)
+            return out
+
+        return list(await asyncio.gather(*(one(r) for r in records)))
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """data/tasks/judged.jsonl from data/tasks/sampled.jsonl."""
+    track = StageRun("judge", ctx.cfg, ctx.paths.workdir)
+    records = read_jsonl(ctx.paths.sampled)
+    with progress("judge", len(records)) as bar:
+        judged = asyncio.run(_judge(ctx, records, bar))
+    write_jsonl(ctx.paths.judged, judged)
+
+    scored = [r for r in judged if r["judge"] and r["judge"]["outcome"] == "ok"]
+    per_criterion = {}
+    for name, c in ctx.cfg.judge.criteria.items():
+        vals = [r["judge"]["scores"][name]["score"] for r in scored]
+        per_criterion[name] = {
+            "threshold": c.threshold,
+            "mean_score": round(sum(vals) / len(vals), 3) if vals else None,
+            "pass_rate": round(sum(v >= c.threshold for v in vals) / len(vals), 4) if vals else None,
+        }
+    per_domain: dict[str, dict[str, int]] = {}
+    for r in judged:
+        d = per_domain.setdefault(r["domain"], {"judged": 0, "accepted": 0})
+        d["judged"] += 1
+        d["accepted"] += int(r["accepted"])
+    accepted = sum(r["accepted"] for r in judged)
+    track.metrics.update(
+        {
+            "judged": len(judged),
+            "accepted": accepted,
+            "rejected": len(judged) - accepted,
+            "acceptance_rate": round(accepted / len(judged), 4) if judged else 0.0,
+            "judge_errors": sum("judge_error" in r["rejected_by"] for r in judged),
+            "sample_errors": sum("sample_error" in r["rejected_by"] for r in judged),
+            "rejected_by": dict(Counter(c for r in judged for c in r["rejected_by"])),
+            "per_criterion": per_criterion,
+            "per_domain": per_domain,
+            "llm": ctx.usage.to_dict(),
+        }
+    )
+    track.table = [
+        {"id": r["id"], "domain": r["domain"], "task": r["task"], "accepted": r["accepted"],
+         "rejected_by": ",".join(r["rejected_by"])}
+        for r in judged
+    ]
+    return track.finish()

@@ -1,0 +1,140 @@
+"""Per-stage bookkeeping: progress bars, `metrics/<stage>.json` and W&B runs.
+
+W&B is offline by default (runs land in `wandb/`, `wandb sync` pushes them later); one group
+per experiment, one job type per stage. The config logged is the validated config, which
+holds no secrets by construction (teachers name env vars, never keys).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from litecoder.config import Config
+from litecoder.io import write_json
+
+log = logging.getLogger(__name__)
+console = Console(stderr=True)
+
+
+class RateColumn(TextColumn):
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task: Any) -> Any:  # noqa: ANN401
+        speed = task.finished_speed or task.speed
+        return f"{speed:.2f}/s" if speed else "-/s"
+
+
+@contextmanager
+def progress(description: str, total: int) -> Iterator[Any]:
+    """A progress bar with counts, rate and ETA; `advance()` per finished item."""
+    cols = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*cols, console=console, transient=False, disable=total == 0) as p:
+        task = p.add_task(description, total=total)
+
+        class _Bar:
+            def advance(self, n: int = 1) -> None:
+                p.advance(task, n)
+
+        yield _Bar()
+    if not sys.stderr.isatty():
+        log.info("%s: %d done", description, total)
+
+
+@dataclass
+class StageRun:
+    """Collects one stage run's stats; writes metrics and the W&B run at the end."""
+
+    stage: str
+    cfg: Config
+    workdir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    table: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.workdir / "metrics" / f"{self.stage}.json"
+
+    def finish(self) -> dict[str, Any]:
+        self.metrics["duration_s"] = round(time.monotonic() - self.started, 3)
+        self.metrics["stage"] = self.stage
+        self.metrics["experiment"] = self.cfg.experiment.name
+        write_json(self.metrics_path, self.metrics)
+        log_wandb(self.cfg, self.stage, self.workdir, self.metrics, self.table)
+        return self.metrics
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            out[key] = v
+    return out
+
+
+def log_wandb(
+    cfg: Config,
+    stage: str,
+    workdir: Path,
+    metrics: dict[str, Any],
+    rows: list[dict[str, Any]],
+) -> None:
+    t = cfg.tracking
+    if t.mode == "disabled":
+        return
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    run = wandb.init(
+        project=t.project,
+        entity=t.entity,
+        group=cfg.experiment.name,
+        job_type=stage,
+        name=f"{cfg.experiment.name}-{stage}",
+        mode=t.mode,
+        dir=str(workdir),
+        config=cfg.model_dump(mode="json"),
+        reinit="create_new",
+        settings=wandb.Settings(console="off", x_disable_stats=True),
+    )
+    try:
+        run.summary.update(_flatten(metrics))
+        if rows and t.sample_rows:
+            rows = rows[: t.sample_rows]
+            cols = sorted({k for r in rows for k in r})
+            table = wandb.Table(columns=cols, data=[[str(r.get(c, "")) for c in cols] for r in rows])
+            run.log({f"{stage}/samples": table})
+    finally:
+        run.finish()
