@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import openai
 from aiolimiter import AsyncLimiter
@@ -66,7 +66,8 @@ class EmptyChoices(Exception):
 
 
 def request_key(kind: str, body: dict[str, Any]) -> str:
-    """Stable hash of a full request: endpoint kind + body (model, prompt/messages, params, seed)."""
+    """Stable hash of a full request as sent: endpoint kind + body (model, prompt or messages,
+    sampling params, seed)."""
     canon = json.dumps({"kind": kind, **body}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canon.encode()).hexdigest()
 
@@ -178,11 +179,11 @@ class Response:
 
 
 @dataclass(frozen=True)
-class Outcome(Generic[T]):
+class Outcome[V]:
     """A validated call's end: a value, or the reason it failed (kept with the record)."""
 
     ok: bool
-    value: T | None = None
+    value: V | None = None
     text: str | None = None
     error: str | None = None
     error_kind: Literal["api", "invalid_output"] | None = None
@@ -271,8 +272,9 @@ class LLMClient:
             ),
         )
         self._sem = asyncio.Semaphore(lim.concurrency)
-        self._rpm = AsyncLimiter(lim.requests_per_minute, 60) if lim.requests_per_minute else None
-        self._tpm = AsyncLimiter(lim.tokens_per_minute, 60) if lim.tokens_per_minute else None
+        # Per-second leaky buckets: a per-minute budget without a minute's worth of burst.
+        self._rpm = _per_second(lim.requests_per_minute)
+        self._tpm = _per_second(lim.tokens_per_minute)
         self._inflight: dict[str, asyncio.Future[Response]] = {}
         self._retrying = AsyncRetrying(
             stop=stop_after_attempt(teacher.max_retries + 1),
@@ -313,7 +315,12 @@ class LLMClient:
         return params
 
     async def complete(
-        self, prompt: str, *, seed: int | None = None, stop: Sequence[str] | None = None, **params: Any
+        self,
+        prompt: str,
+        *,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        **params: Any,
     ) -> Response:
         body = {"model": self.teacher.model, "prompt": prompt, "seed": seed, **self._params(params)}
         if stop:
@@ -383,8 +390,14 @@ class LLMClient:
             try:
                 resp = await ask(failures)
             except LLMError as e:
-                return Outcome(False, error=str(e), error_kind="api", attempts=len(failures) + 1,
-                               prompt_tokens=ptok, completion_tokens=ctok)
+                return Outcome(
+                    False,
+                    error=str(e),
+                    error_kind="api",
+                    attempts=len(failures) + 1,
+                    prompt_tokens=ptok,
+                    completion_tokens=ctok,
+                )
             ptok += resp.prompt_tokens
             ctok += resp.completion_tokens
             try:
@@ -403,14 +416,24 @@ class LLMClient:
                     )
                 self.usage.reasks += 1
                 continue
-            return Outcome(True, value=value, text=resp.text, attempts=len(failures) + 1,
-                           prompt_tokens=ptok, completion_tokens=ctok)
+            return Outcome(
+                True,
+                value=value,
+                text=resp.text,
+                attempts=len(failures) + 1,
+                prompt_tokens=ptok,
+                completion_tokens=ctok,
+            )
 
     # -- the one place that talks HTTP --
 
     async def _call(self, kind: Kind, body: dict[str, Any]) -> Response:
         body = {k: v for k, v in body.items() if v is not None}
-        key = request_key(kind, body)
+        # Keyed on the body as it goes over the wire (extra_body fields merged in).
+        key = request_key(
+            kind,
+            {**{k: v for k, v in body.items() if k != "extra_body"}, **body.get("extra_body", {})},
+        )
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -436,13 +459,16 @@ class LLMClient:
 
     async def _send(self, kind: Kind, body: dict[str, Any], key: str) -> Response:
         create = (
-            self._client.completions.create if kind == "completion"
+            self._client.completions.create
+            if kind == "completion"
             else self._client.chat.completions.create
         )
         start = time.monotonic()
+        tries = 0
         try:
             async for attempt in self._retrying.copy():
                 with attempt:
+                    tries = attempt.retry_state.attempt_number
                     async with self._sem:
                         await self._throttle(kind, body)
                         self.usage.requests += 1
@@ -452,8 +478,8 @@ class LLMClient:
                             raise EmptyChoices()
         except Exception as e:
             self.usage.errors += 1
-            if _retryable(e) or isinstance(e, openai.APIError):
-                raise LLMError(f"{self.teacher.name}: {_short(e)} (after {attempt.retry_state.attempt_number} tries)") from e
+            if isinstance(e, (openai.APIError, EmptyChoices)):
+                raise LLMError(f"{self.teacher.name}: {_short(e)} (after {tries} tries)") from e
             raise
         finally:
             self.usage.llm_seconds += time.monotonic() - start
@@ -463,7 +489,8 @@ class LLMClient:
         self.usage.completion_tokens += resp.completion_tokens
         price = self.teacher.price
         self.usage.cost_usd += (
-            resp.prompt_tokens * price.input_per_mtok + resp.completion_tokens * price.output_per_mtok
+            resp.prompt_tokens * price.input_per_mtok
+            + resp.completion_tokens * price.output_per_mtok
         ) / 1e6
         if self.cache is not None:
             self.cache.put(key, kind, self.teacher.model, raw)
@@ -476,6 +503,10 @@ class LLMClient:
             text = body["prompt"] if kind == "completion" else json.dumps(body["messages"])
             estimate = len(text) // 4 + int(body.get("max_tokens") or 0)
             await self._tpm.acquire(min(estimate, self._tpm.max_rate))
+
+
+def _per_second(per_minute: int | None) -> AsyncLimiter | None:
+    return AsyncLimiter(max(1.0, per_minute / 60), 1.0) if per_minute else None
 
 
 def _to_response(kind: Kind, raw: dict[str, Any], key: str, *, cached: bool) -> Response:

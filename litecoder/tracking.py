@@ -39,7 +39,7 @@ class RateColumn(TextColumn):
     def __init__(self) -> None:
         super().__init__("")
 
-    def render(self, task: Any) -> Any:  # noqa: ANN401
+    def render(self, task: Any) -> Any:
         speed = task.finished_speed or task.speed
         return f"{speed:.2f}/s" if speed else "-/s"
 
@@ -134,7 +134,9 @@ def log_wandb(
         if rows and t.sample_rows:
             rows = rows[: t.sample_rows]
             cols = sorted({k for r in rows for k in r})
-            table = wandb.Table(columns=cols, data=[[str(r.get(c, "")) for c in cols] for r in rows])
+            table = wandb.Table(
+                columns=cols, data=[[str(r.get(c, "")) for c in cols] for r in rows]
+            )
             run.log({f"{stage}/samples": table})
     finally:
         run.finish()

@@ -21,15 +21,28 @@ class StandIn:
     faults: str | None = None
     slow_s: float | None = None
     seed: int = 0
+    api_key_env: str | None = None
     base_url: str = ""
     _proc: subprocess.Popen[str] | None = None
 
     def start(self) -> StandIn:
-        cmd = [sys.executable, "-m", "litecoder.offline.server", "--port", "0",
-               "--latency", str(self.latency_s), "--fault-rate", str(self.fault_rate),
-               "--seed", str(self.seed)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "litecoder.offline.server",
+            "--port",
+            "0",
+            "--latency",
+            str(self.latency_s),
+            "--fault-rate",
+            str(self.fault_rate),
+            "--seed",
+            str(self.seed),
+        ]
         if self.faults:
             cmd += ["--faults", self.faults]
+        if self.api_key_env:
+            cmd += ["--api-key-env", self.api_key_env]
         if self.slow_s is not None:
             cmd += ["--slow-s", str(self.slow_s)]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)

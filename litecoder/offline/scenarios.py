@@ -86,7 +86,7 @@ VC_MERGE = Scenario(
         ),
     ),
     files={
-        "/app/repo/greet.py": _d('''
+        "/app/repo/greet.py": _d("""
             import sys
 
 
@@ -96,9 +96,9 @@ VC_MERGE = Scenario(
 
             if __name__ == "__main__":
                 main(sys.argv[1:])
-            '''),
+            """),
     },
-    setup=_d('''
+    setup=_d("""
         cd /app/repo
         git init -q -b main
         git config user.email dev@example.com && git config user.name Dev
@@ -138,8 +138,8 @@ VC_MERGE = Scenario(
             main(sys.argv[1:])
         PY
         git commit -qam "Add --shout flag"
-        '''),
-    solution=_d('''
+        """),
+    solution=_d("""
         cd /app/repo
         git config user.email dev@example.com && git config user.name Dev
         git merge feature/greeting -m "Merge feature/greeting" || true
@@ -162,8 +162,8 @@ VC_MERGE = Scenario(
         PY
         git add greet.py
         git commit -qm "Merge feature/greeting"
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         import subprocess
 
         REPO = "/app/repo"
@@ -195,7 +195,7 @@ VC_MERGE = Scenario(
         def test_clean_tree_without_markers():
             assert git("status", "--porcelain") == ""
             assert "<<<<<<<" not in open(f"{REPO}/greet.py").read()
-        '''),
+        """),
     behaviour="solve",
 )
 
@@ -214,7 +214,7 @@ VC_PURGE = Scenario(
         "/app/service/app.py": "print('service')\n",
         "/app/service/config/settings.ini": "[server]\nport = 8080\n",
     },
-    setup=_d('''
+    setup=_d("""
         cd /app/service
         git init -q -b main
         git config user.email dev@example.com && git config user.name Dev
@@ -223,8 +223,8 @@ VC_PURGE = Scenario(
         git add config && git commit -qm "Add configuration"
         echo "print('v2')" >> app.py && git commit -qam "Service v2"
         printf 'TOKEN=def456\\n' > config/secrets.env && git commit -qam "Rotate token"
-        '''),
-    solution=_d('''
+        """),
+    solution=_d("""
         cd /app/service
         git config user.email dev@example.com && git config user.name Dev
         export FILTER_BRANCH_SQUELCH_WARNING=1
@@ -233,8 +233,8 @@ VC_PURGE = Scenario(
         git for-each-ref --format='%(refname)' refs/original/ | xargs -r -n1 git update-ref -d
         echo "config/secrets.env" >> .gitignore
         git add .gitignore && git commit -qm "Ignore secrets"
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         import subprocess
 
         REPO = "/app/service"
@@ -261,7 +261,7 @@ VC_PURGE = Scenario(
         def test_gitignore_commit_on_top():
             assert "config/secrets.env" in git("show", "main:.gitignore")
             assert ".gitignore" in git("show", "--name-only", "--format=", "main")
-        '''),
+        """),
     behaviour="solve",
 )
 
@@ -283,7 +283,7 @@ BT_ZIPAPP = Scenario(
     files={
         "/app/VERSION": "1.4.2\n",
         "/app/tool/tool/__init__.py": '__version__ = "0.0.0"\n',
-        "/app/tool/tool/cli.py": _d('''
+        "/app/tool/tool/cli.py": _d("""
             import argparse
 
             from tool import __version__
@@ -298,18 +298,18 @@ BT_ZIPAPP = Scenario(
                 args = parser.parse_args(argv)
                 if args.cmd == "greet":
                     print(f"Hello, {args.name}")
-            '''),
+            """),
     },
     setup="cd /app/tool && python3 -c 'import tool.cli'\n",  # leaves a stale __pycache__
-    solution=_d('''
+    solution=_d("""
         cd /app
         version=$(cat VERSION)
         echo "__version__ = \\"$version\\"" > tool/tool/__init__.py
         find tool -name __pycache__ -type d -prune -exec rm -rf {} +
         mkdir -p dist
         python3 -m zipapp tool -m tool.cli:main -p "/usr/bin/env python3" -o dist/tool.pyz
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         import subprocess
         import zipfile
 
@@ -333,7 +333,7 @@ BT_ZIPAPP = Scenario(
             names = zipfile.ZipFile(PYZ).namelist()
             assert "__main__.py" in names
             assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-        '''),
+        """),
     behaviour="solve",
 )
 
@@ -367,7 +367,7 @@ DS_CSV = Scenario(
     # The same text with other line breaks and spacing: an exact duplicate once normalised.
     variants=("  " + _CSV_TASK.replace(". ", ".\n\n") + "\n",),
     files={
-        "/app/data/sales.csv": _d('''
+        "/app/data/sales.csv": _d("""
             date,region,amount
             2024-03-05,north,10.5
             05/03/2024,south,7
@@ -377,9 +377,9 @@ DS_CSV = Scenario(
             2024-03-02,east,12
             01/03/2024,south,4.75
             2024-03-05,north,10.5
-            '''),
+            """),
     },
-    solution=_d('''
+    solution=_d("""
         cat > /app/clean.py <<'PY'
         import csv
         import json
@@ -410,8 +410,8 @@ DS_CSV = Scenario(
             json.dump({k: round(v, 2) for k, v in sorted(totals.items())}, f, indent=2)
         PY
         python3 /app/clean.py
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         import csv
         import json
         import os
@@ -437,7 +437,7 @@ DS_CSV = Scenario(
         def test_summary():
             with open("/app/data/summary.json") as f:
                 assert json.load(f) == {"east": 12.0, "north": 13.75, "south": 11.75}
-        '''),
+        """),
     behaviour="solve",
 )
 
@@ -462,7 +462,7 @@ NET_PORTS = Scenario(
         "/app/services/admin.conf": "name = admin\nlisten = 9101\n",
         "/app/services/cache.conf": "name = cache\nlisten = 9103\nsize = 64m\n",
     },
-    solution=_d('''
+    solution=_d("""
         cd /app/services
         used=$(grep -h '^listen' $(ls *.conf | grep -v '^metrics.conf$') | awk '{print $3}')
         port=9100
@@ -470,8 +470,8 @@ NET_PORTS = Scenario(
         sed -i "s/^listen = .*/listen = $port/" metrics.conf
         for f in *.conf; do echo "$f $(awk '/^listen/{print $3}' "$f")"; done \\
           | sort -k2,2n -k1,1 > /app/ports.txt
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         def read(name):
             return open(f"/app/services/{name}").read()
 
@@ -491,7 +491,7 @@ NET_PORTS = Scenario(
                 "api.conf 8080", "exporter.conf 9100", "admin.conf 9101",
                 "metrics.conf 9102", "cache.conf 9103",
             ]
-        '''),
+        """),
     behaviour="loop",
     loop_command="grep -n listen /app/services/*.conf",
 )
@@ -527,15 +527,15 @@ SEC_SUMS = Scenario(
         "/app/downloads/app-1.2.tar": "release three\n",
         "/app/downloads/notes.txt": "changelog\n",
     },
-    setup=_d('''
+    setup=_d("""
         cd /app/downloads
         printf 'gone\\n' > app-0.9.tar
         sha256sum app-0.9.tar app-1.0.tar app-1.1.tar app-1.2.tar notes.txt > SHA256SUMS
         rm app-0.9.tar
         printf 'evil\\n' >> app-1.1.tar
         printf 'changed\\n' > notes.txt
-        '''),
-    solution=_d('''
+        """),
+    solution=_d("""
         mkdir -p /app/quarantine
         cd /app/downloads
         : > /app/quarantine/REPORT.txt; : > /app/quarantine/MISSING.txt
@@ -547,8 +547,8 @@ SEC_SUMS = Scenario(
         done < SHA256SUMS
         sort -o /app/quarantine/REPORT.txt /app/quarantine/REPORT.txt
         sort -o /app/quarantine/MISSING.txt /app/quarantine/MISSING.txt
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         import os
 
 
@@ -569,7 +569,7 @@ SEC_SUMS = Scenario(
 
         def test_missing_listed():
             assert lines("/app/quarantine/MISSING.txt") == ["app-0.9.tar"]
-        '''),
+        """),
     behaviour="solve",
 )
 
@@ -600,7 +600,7 @@ SA_CLEANUP = Scenario(
         "single line `deleted=<N>`."
     ),
     files={"/srv/cache/.now": "1700000000\n"},
-    setup=_d('''
+    setup=_d("""
         cd /srv/cache
         now=1700000000
         mkdir -p img/old css tmp/deep
@@ -612,8 +612,8 @@ SA_CLEANUP = Scenario(
         touch -d @$((now - 6*86400)) css/site.css
         touch -d @$((now - 1*86400)) img/new.png
         touch -d @$now .now
-        '''),
-    solution=_d('''
+        """),
+    solution=_d("""
         cd /srv/cache
         now=$(cat .now)
         cutoff=$((now - 7*86400))
@@ -623,8 +623,8 @@ SA_CLEANUP = Scenario(
         done < <(find /srv/cache -type f ! -name '*.keep' ! -path /srv/cache/.now -print0)
         find /srv/cache -mindepth 1 -type d -empty -delete
         echo "deleted=$n" > /var/log/cache-cleanup.log
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         import os
 
 
@@ -645,15 +645,15 @@ SA_CLEANUP = Scenario(
 
         def test_log():
             assert open("/var/log/cache-cleanup.log").read().strip() == "deleted=4"
-        '''),
+        """),
     behaviour="fail",
     # Forgets the *.keep exception and the empty directories.
-    wrong_solution=_d('''
+    wrong_solution=_d("""
         cd /srv/cache
         n=$(find /srv/cache -type f ! -name .now ! -newermt @$(( $(cat .now) - 7*86400 )) | wc -l)
         find /srv/cache -type f ! -name .now ! -newermt @$(( $(cat .now) - 7*86400 )) -delete
         echo "deleted=$n" > /var/log/cache-cleanup.log
-        '''),
+        """),
 )
 
 SA_DU = Scenario(
@@ -665,7 +665,7 @@ SA_DU = Scenario(
         "apparent size in bytes, as `du -sb` reports it, one per line as `<bytes> <name>`, "
         "largest first. Do not change anything under `/data/projects`."
     ),
-    setup=_d('''
+    setup=_d("""
         mkdir -p /data/projects && cd /data/projects
         mkdir -p alpha/src beta gamma/data/raw delta epsilon
         head -c 50000 /dev/zero > alpha/src/big.bin
@@ -673,12 +673,12 @@ SA_DU = Scenario(
         head -c 90000 /dev/zero > gamma/data/raw/dump.bin
         head -c 30000 /dev/zero > delta/a.bin; head -c 30000 /dev/zero > delta/b.bin
         head -c 100 /dev/zero > epsilon/readme
-        '''),
-    solution=_d('''
+        """),
+    solution=_d("""
         cd /data/projects
         du -sb -- */ | sed 's#/$##' | sort -k1,1nr | head -n 3 | awk '{print $1" "$2}' > /root/usage.txt
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         import subprocess
 
 
@@ -694,7 +694,7 @@ SA_DU = Scenario(
             for ln in lines:
                 size, name = ln.split()
                 assert int(size) == du(name)
-        '''),
+        """),
     behaviour="solve",
 )
 
@@ -709,20 +709,35 @@ ML_METRICS = Scenario(
         "of a binary classifier. Compute accuracy, precision, recall and F1 for the positive "
         "class (label 1) and write them to `/app/metrics.json` as an object with the keys "
         "`accuracy`, `precision`, `recall` and `f1`, each rounded to 4 decimals. Also write the "
-        "confusion counts to `/app/confusion.json` as `{\"tp\": .., \"fp\": .., \"tn\": .., "
-        "\"fn\": ..}`. Use only the Python standard library."
+        'confusion counts to `/app/confusion.json` as `{"tp": .., "fp": .., "tn": .., '
+        '"fn": ..}`. Use only the Python standard library.'
     ),
     files={
         "/app/preds.csv": "id,y_true,y_pred\n"
         + "".join(
             f"{i},{t},{p}\n"
             for i, (t, p) in enumerate(
-                [(1, 1), (1, 0), (0, 0), (0, 1), (1, 1), (0, 0), (1, 1), (0, 0), (1, 0), (0, 0),
-                 (1, 1), (0, 1), (0, 0), (1, 1), (0, 0)]
+                [
+                    (1, 1),
+                    (1, 0),
+                    (0, 0),
+                    (0, 1),
+                    (1, 1),
+                    (0, 0),
+                    (1, 1),
+                    (0, 0),
+                    (1, 0),
+                    (0, 0),
+                    (1, 1),
+                    (0, 1),
+                    (0, 0),
+                    (1, 1),
+                    (0, 0),
+                ]
             )
         ),
     },
-    solution=_d('''
+    solution=_d("""
         python3 - <<'PY'
         import csv, json
         rows = list(csv.DictReader(open("/app/preds.csv")))
@@ -737,8 +752,8 @@ ML_METRICS = Scenario(
         json.dump(m, open("/app/metrics.json", "w"))
         json.dump(c, open("/app/confusion.json", "w"))
         PY
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         import json
 
 
@@ -749,7 +764,7 @@ ML_METRICS = Scenario(
         def test_metrics():
             m = json.load(open("/app/metrics.json"))
             assert m == {"accuracy": 0.7333, "precision": 0.7143, "recall": 0.7143, "f1": 0.7143}
-        '''),
+        """),
     behaviour="solve",
 )
 
@@ -764,7 +779,7 @@ ML_SPLIT = Scenario(
         "each split, copy the lines byte for byte, and write `/app/data/splits/counts.json` "
         "with the number of records per split."
     ),
-    setup=_d('''
+    setup=_d("""
         mkdir -p /app/data
         python3 - <<'PY'
         import json
@@ -772,8 +787,8 @@ ML_SPLIT = Scenario(
             for i in range(60):
                 f.write(json.dumps({"id": f"doc-{i:03d}", "text": f"sample text {i}"}) + "\\n")
         PY
-        '''),
-    solution=_d('''
+        """),
+    solution=_d("""
         python3 - <<'PY'
         import hashlib, json, os
         os.makedirs("/app/data/splits", exist_ok=True)
@@ -786,8 +801,8 @@ ML_SPLIT = Scenario(
             counts[s] += 1
         json.dump(counts, open("/app/data/splits/counts.json", "w"))
         PY
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         import hashlib
         import json
 
@@ -808,7 +823,7 @@ ML_SPLIT = Scenario(
         def test_counts():
             counts = json.load(open("/app/data/splits/counts.json"))
             assert counts == {k: len(v) for k, v in expected().items()}
-        '''),
+        """),
     behaviour="solve",
 )
 
@@ -826,7 +841,7 @@ CODING_FIX = Scenario(
     ),
     files={
         "/app/calc/calc/__init__.py": "",
-        "/app/calc/calc/duration.py": _d('''
+        "/app/calc/calc/duration.py": _d("""
             import re
 
             UNITS = {"h": 3600, "m": 60, "s": 1}
@@ -837,8 +852,8 @@ CODING_FIX = Scenario(
                 for amount, unit in re.findall(r"(\\d+)([hms])", text):
                     total = int(amount) * UNITS[unit]
                 return total
-            '''),
-        "/app/calc/tests/test_duration.py": _d('''
+            """),
+        "/app/calc/tests/test_duration.py": _d("""
             import unittest
 
             from calc.duration import parse_duration
@@ -850,9 +865,9 @@ CODING_FIX = Scenario(
 
                 def test_seconds(self):
                     self.assertEqual(parse_duration("45s"), 45)
-            '''),
+            """),
     },
-    solution=_d('''
+    solution=_d("""
         cat > /app/calc/calc/duration.py <<'PY'
         import re
 
@@ -867,8 +882,8 @@ CODING_FIX = Scenario(
                 total += int(amount) * UNITS[unit]
             return total
         PY
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         import subprocess
         import sys
 
@@ -891,7 +906,7 @@ CODING_FIX = Scenario(
         def test_empty():
             with pytest.raises(ValueError):
                 parse_duration("")
-        '''),
+        """),
 )
 
 SCI_INTEGRATE = Scenario(
@@ -903,7 +918,7 @@ SCI_INTEGRATE = Scenario(
         "using only the Python standard library and write the distance to `/app/distance.txt` "
         "with 6 decimals."
     ),
-    setup=_d('''
+    setup=_d("""
         python3 - <<'PY'
         with open("/app/samples.csv", "w") as f:
             f.write("t,v\\n")
@@ -911,8 +926,8 @@ SCI_INTEGRATE = Scenario(
                 t = i * 0.5
                 f.write(f"{t},{3 * t * t + 2}\\n")
         PY
-        '''),
-    solution=_d('''
+        """),
+    solution=_d("""
         python3 - <<'PY'
         import csv
         rows = [(float(r["t"]), float(r["v"])) for r in csv.DictReader(open("/app/samples.csv"))]
@@ -921,11 +936,11 @@ SCI_INTEGRATE = Scenario(
         s = v[0] + v[-1] + 4 * sum(v[1:-1:2]) + 2 * sum(v[2:-1:2])
         open("/app/distance.txt", "w").write(f"{s * h / 3:.6f}\\n")
         PY
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         def test_distance():
             assert open("/app/distance.txt").read().strip() == "1020.000000"
-        '''),
+        """),
 )
 
 GAMES_SUDOKU = Scenario(
@@ -937,7 +952,7 @@ GAMES_SUDOKU = Scenario(
         "valid (every row, column and 3x3 box contains 1-9 exactly once), one per line in "
         "alphabetical order."
     ),
-    setup=_d('''
+    setup=_d("""
         mkdir -p /app/boards
         python3 - <<'PY'
         base = [[(3 * (r % 3) + r // 3 + c) % 9 + 1 for c in range(9)] for r in range(9)]
@@ -948,8 +963,8 @@ GAMES_SUDOKU = Scenario(
         dump("b.txt", bad)
         dump("c.txt", [row[3:] + row[:3] for row in base])
         PY
-        '''),
-    solution=_d('''
+        """),
+    solution=_d("""
         python3 - <<'PY'
         import os
         def ok(b):
@@ -962,11 +977,11 @@ GAMES_SUDOKU = Scenario(
                 if ok([[int(ch) for ch in ln.strip()] for ln in open(f"/app/boards/{n}") if ln.strip()])]
         open("/app/valid.txt", "w").write("".join(n + "\\n" for n in good))
         PY
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         def test_valid():
             assert open("/app/valid.txt").read().split() == ["a.txt", "c.txt"]
-        '''),
+        """),
 )
 
 GENERIC = Scenario(
@@ -978,28 +993,32 @@ GENERIC = Scenario(
         "sorted by line count descending and then by path, followed by a last line "
         "`total <sum of all line counts>`."
     ),
-    setup=_d('''
+    setup=_d("""
         mkdir -p /app/notes/sub
         printf 'a\\nb\\nc\\n' > /app/notes/one.txt
         printf 'x\\n' > /app/notes/sub/two.txt
         printf 'p\\nq\\n' > /app/notes/sub/three.txt
         printf 'ignored\\n' > /app/notes/skip.md
-        '''),
-    solution=_d('''
+        """),
+    solution=_d("""
         cd /app/notes
         { find . -name '*.txt' | sed 's#^\\./##' | while read -r f; do echo "$f $(wc -l < "$f")"; done \\
             | sort -k2,2nr -k1,1; echo "total $(cat $(find . -name '*.txt') | wc -l)"; } > /app/report.txt
-        '''),
-    tests=_d('''
+        """),
+    tests=_d("""
         def test_report():
             assert open("/app/report.txt").read().split("\\n")[:4] == [
                 "one.txt 3", "sub/three.txt 2", "sub/two.txt 1", "total 6"]
-        '''),
+        """),
 )
 
 # MAGPIE pools: the stand-in answers request i of a domain (seed i) with pool[i % len(pool)].
 POOLS: dict[str, list[tuple[Scenario, str]]] = {
-    "version_control": [(VC_MERGE, VC_MERGE.task), (VC_MERGE, VC_MERGE.variants[0]), (VC_PURGE, VC_PURGE.task)],
+    "version_control": [
+        (VC_MERGE, VC_MERGE.task),
+        (VC_MERGE, VC_MERGE.variants[0]),
+        (VC_PURGE, VC_PURGE.task),
+    ],
     "build_tools": [(BT_ZIPAPP, BT_ZIPAPP.task), (BT_VAGUE, BT_VAGUE.task)],
     "data_science": [(DS_CSV, DS_CSV.task), (DS_CSV, DS_CSV.variants[0])],
     "networking": [(NET_PORTS, NET_PORTS.task), (NET_VPN, NET_VPN.task)],

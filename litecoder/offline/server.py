@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
 import re
+import signal
 import sys
 import time
 from collections import Counter
@@ -43,6 +46,7 @@ class Options:
     slow_s: float = 30.0
     retry_after_s: float = 0.05
     seed: int = 0
+    api_key: str | None = None  # like `vllm serve --api-key`: other bearers get 401
 
 
 @dataclass
@@ -101,7 +105,11 @@ def judge_verdict(messages: list[dict[str, Any]]) -> str:
 
 
 # A route answers chat requests it recognises: (name, matches(messages), answer(messages, body)).
-Route = tuple[str, Callable[[list[dict[str, Any]]], bool], Callable[[list[dict[str, Any]], dict[str, Any]], str]]
+Route = tuple[
+    str,
+    Callable[[list[dict[str, Any]]], bool],
+    Callable[[list[dict[str, Any]], dict[str, Any]], str],
+]
 ROUTES: list[Route] = [
     ("judge", lambda m: '"scores"' in _messages_text(m, "user"), lambda m, b: judge_verdict(m)),
 ]
@@ -116,7 +124,9 @@ def chat_answer(messages: list[dict[str, Any]], body: dict[str, Any]) -> tuple[s
         if matches(messages):
             return name, answer(messages, body)
     # Chat-mode MAGPIE: a domain system message and a request to write a task.
-    return "magpie_chat", magpie_task(_messages_text(messages, "system"), int(body.get("seed") or 0))
+    return "magpie_chat", magpie_task(
+        _messages_text(messages, "system"), int(body.get("seed") or 0)
+    )
 
 
 # --- HTTP ----------------------------------------------------------------------------------
@@ -156,6 +166,9 @@ def build_app(opts: Options) -> web.Application:
 
     async def handle(request: web.Request, kind: str) -> web.StreamResponse:
         stats.received[kind] += 1
+        if opts.api_key and request.headers.get("Authorization") != f"Bearer {opts.api_key}":
+            stats.faults["401"] += 1
+            return web.json_response({"error": {"message": "invalid API key"}}, status=401)
         body = await request.json()
         fault = pick_fault()
         if fault:
@@ -210,7 +223,10 @@ def build_app(opts: Options) -> web.Application:
 
     async def models(_: web.Request) -> web.StreamResponse:
         return web.json_response(
-            {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "litecoder"}]}
+            {
+                "object": "list",
+                "data": [{"id": MODEL_ID, "object": "model", "owned_by": "litecoder"}],
+            }
         )
 
     async def get_stats(_: web.Request) -> web.StreamResponse:
@@ -252,20 +268,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slow-s", type=float, default=30.0)
     p.add_argument("--retry-after", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--api-key-env", default=None, help="require this env var's value as bearer")
     a = p.parse_args(argv)
     kinds = tuple(k for k in a.faults.split(",") if k)
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:
         p.error(f"unknown fault kinds {sorted(unknown)}; known: {FAULT_KINDS}")
-    opts = Options(a.latency, a.fault_rate, kinds, a.slow_s, a.retry_after, a.seed)
-    try:
-        import uvloop
-
-        uvloop.run(_serve(a.host, a.port, opts))
-    except ImportError:
+    key = os.environ.get(a.api_key_env) if a.api_key_env else None
+    opts = Options(a.latency, a.fault_rate, kinds, a.slow_s, a.retry_after, a.seed, key)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(a.host, a.port, opts))
-    except KeyboardInterrupt:
-        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ def minhash(text: str, cfg: Dedup) -> MinHash:
     return m
 
 
-def dedup(records: list[dict[str, Any]], cfg: Dedup) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def dedup(
+    records: list[dict[str, Any]], cfg: Dedup
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     kept: list[dict[str, Any]] = []
     removed: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
@@ -45,7 +47,9 @@ def dedup(records: list[dict[str, Any]], cfg: Dedup) -> tuple[list[dict[str, Any
         text = rec["task"]
         digest = hashlib.sha256(normalise(text).encode()).hexdigest()
         if cfg.exact and digest in seen:
-            removed.append({**rec, "duplicate_of": seen[digest], "dedup": "exact", "similarity": 1.0})
+            removed.append(
+                {**rec, "duplicate_of": seen[digest], "dedup": "exact", "similarity": 1.0}
+            )
             continue
         if cfg.near:
             mh = minhash(text, cfg)
@@ -55,8 +59,14 @@ def dedup(records: list[dict[str, Any]], cfg: Dedup) -> tuple[list[dict[str, Any
                 default=None,
             )
             if best and best[1] >= cfg.threshold:
-                removed.append({**rec, "duplicate_of": best[0], "dedup": "near",
-                                "similarity": round(best[1], 4)})
+                removed.append(
+                    {
+                        **rec,
+                        "duplicate_of": best[0],
+                        "dedup": "near",
+                        "similarity": round(best[1], 4),
+                    }
+                )
                 continue
             lsh.insert(rec["id"], mh)
             hashes[rec["id"]] = mh

@@ -31,7 +31,7 @@ class Verdict(BaseModel):
     summary: str = ""
 
 
-def make_parser(criteria: list[str]):  # noqa: ANN201
+def make_parser(criteria: list[str]):
     def parse(text: str) -> Verdict:
         v = Verdict.model_validate(parse_json_object(text))
         missing = [c for c in criteria if c not in v.scores]
@@ -62,7 +62,9 @@ def decide(cfg: Config, verdict: Verdict) -> list[str]:
     ]
 
 
-async def _judge(ctx: StageContext, records: list[dict[str, Any]], bar: Any) -> list[dict[str, Any]]:
+async def _judge(
+    ctx: StageContext, records: list[dict[str, Any]], bar: Any
+) -> list[dict[str, Any]]:
     cfg = ctx.cfg
     teacher = cfg.teacher("judge")
     parse = make_parser(list(cfg.judge.criteria))
@@ -76,8 +78,11 @@ async def _judge(ctx: StageContext, records: list[dict[str, Any]], bar: Any) -> 
                 bar.advance()
                 return out
             res = await client.chat_validated(
-                messages(cfg, rec), parse, max_reasks=cfg.judge.max_reasks,
-                temperature=cfg.judge.temperature, max_tokens=cfg.judge.max_tokens,
+                messages(cfg, rec),
+                parse,
+                max_reasks=cfg.judge.max_reasks,
+                temperature=cfg.judge.temperature,
+                max_tokens=cfg.judge.max_tokens,
             )
             bar.advance()
             judge: dict[str, Any] = {
@@ -86,8 +91,9 @@ async def _judge(ctx: StageContext, records: list[dict[str, Any]], bar: Any) -> 
                 "tokens": {"prompt": res.prompt_tokens, "completion": res.completion_tokens},
             }
             if not res.ok:
-                judge.update(outcome="error", error=res.error, error_kind=res.error_kind,
-                             raw=res.text)
+                judge.update(
+                    outcome="error", error=res.error, error_kind=res.error_kind, raw=res.text
+                )
                 out.update(accepted=False, judge=judge, rejected_by=["judge_error"])
                 return out
             assert res.value is not None
@@ -118,7 +124,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         per_criterion[name] = {
             "threshold": c.threshold,
             "mean_score": round(sum(vals) / len(vals), 3) if vals else None,
-            "pass_rate": round(sum(v >= c.threshold for v in vals) / len(vals), 4) if vals else None,
+            "pass_rate": round(sum(v >= c.threshold for v in vals) / len(vals), 4)
+            if vals
+            else None,
         }
     per_domain: dict[str, dict[str, int]] = {}
     for r in judged:
@@ -141,8 +149,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
         }
     )
     track.table = [
-        {"id": r["id"], "domain": r["domain"], "task": r["task"], "accepted": r["accepted"],
-         "rejected_by": ",".join(r["rejected_by"])}
+        {
+            "id": r["id"],
+            "domain": r["domain"],
+            "task": r["task"],
+            "accepted": r["accepted"],
+            "rejected_by": ",".join(r["rejected_by"]),
+        }
         for r in judged
     ]
     return track.finish()

@@ -48,8 +48,12 @@ def plan(cfg: Config) -> list[dict[str, Any]]:
         for i in range(counts[name]):
             sub = domain.subtopics[i % len(domain.subtopics)]
             reqs.append(
-                {"domain": name, "subtopic": sub, "seed": cfg.sampler.seed + i,
-                 "system": system_message(name, domain, sub)}
+                {
+                    "domain": name,
+                    "subtopic": sub,
+                    "seed": cfg.sampler.seed + i,
+                    "system": system_message(name, domain, sub),
+                }
             )
     return reqs
 
@@ -59,7 +63,7 @@ def task_id(teacher: Teacher, req: dict[str, Any]) -> str:
     return "t-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def make_parser(teacher: Teacher, min_chars: int, max_chars: int):  # noqa: ANN201
+def make_parser(teacher: Teacher, min_chars: int, max_chars: int):
     stops = list(teacher.magpie.stop) if teacher.magpie else []
 
     def parse(text: str) -> str:
@@ -89,13 +93,18 @@ async def _sample(ctx: StageContext, reqs: list[dict[str, Any]], bar: Any) -> li
                 assert teacher.magpie is not None
                 prompt = teacher.magpie.pre_query_template.replace("{system}", req["system"])
                 out: Outcome[str] = await client.complete_validated(
-                    prompt, parse, max_reasks=cfg.sampler.max_reasks, seed=req["seed"],
+                    prompt,
+                    parse,
+                    max_reasks=cfg.sampler.max_reasks,
+                    seed=req["seed"],
                     stop=teacher.magpie.stop,
                 )
                 template = teacher.magpie.pre_query_template
             else:
-                msgs = [{"role": "system", "content": req["system"]},
-                        {"role": "user", "content": teacher.chat_task_prompt}]
+                msgs = [
+                    {"role": "system", "content": req["system"]},
+                    {"role": "user", "content": teacher.chat_task_prompt},
+                ]
                 out = await client.chat_validated(
                     msgs, parse, max_reasks=cfg.sampler.max_reasks, seed=req["seed"]
                 )
@@ -146,5 +155,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "llm": ctx.usage.to_dict(),
         }
     )
-    track.table = [{k: r[k] for k in ("id", "domain", "subtopic", "task", "outcome")} for r in records]
+    track.table = [
+        {k: r[k] for k in ("id", "domain", "subtopic", "task", "outcome")} for r in records
+    ]
     return track.finish()
