@@ -141,6 +141,18 @@ class Dedup(Strict):
     num_perm: int = Field(default=128, gt=0)
     shingle_words: int = Field(default=3, gt=0)
 
+    @model_validator(mode="after")
+    def _lsh_params(self) -> Dedup:
+        from datasketch import MinHashLSH
+
+        try:  # datasketch derives bands x rows from these; some pairs have no valid split
+            MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+        except ValueError as e:
+            raise ValueError(
+                f"threshold {self.threshold} with num_perm {self.num_perm}: {e}"
+            ) from None
+        return self
+
 
 class Tracking(Strict):
     mode: Literal["offline", "online", "disabled"] = "offline"

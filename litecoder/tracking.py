@@ -140,3 +140,56 @@ def log_wandb(
             run.log({f"{stage}/samples": table})
     finally:
         run.finish()
+
+
+def read_offline_run(run_dir: Path) -> dict[str, Any]:
+    """Group, job type, name, config and summary of an offline W&B run (`wandb/offline-run-*`).
+
+    The `.wandb` file is a LevelDB-style log of protobuf records (32 KiB blocks, 7-byte record
+    headers) after a 7-byte file header; W&B ships the protobuf schema but no reader.
+    """
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = run_dir.glob("run-*.wandb")
+    buf = path.read_bytes()
+    block, pos, pending = 32768, 7, b""
+    info: dict[str, Any] = {"config": {}, "summary": {}}
+    while pos + 7 <= len(buf):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", buf[pos : pos + 7])
+        data, pos = buf[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (2, 3):  # first / middle fragment
+            pending += data
+            continue
+        if kind == 4:  # last fragment
+            data, pending = pending + data, b""
+        if kind not in (1, 4):
+            continue
+        rec = pb.Record()
+        rec.ParseFromString(data)
+        which = rec.WhichOneof("record_type")
+        if which == "run":
+            info.update(
+                group=rec.run.run_group,
+                job_type=rec.run.job_type,
+                name=rec.run.display_name,
+                project=rec.run.project,
+            )
+            items = rec.run.config.update
+        elif which == "config":
+            items = rec.config.update
+        elif which == "summary":
+            for it in rec.summary.update:
+                info["summary"][it.key or "/".join(it.nested_key)] = json.loads(it.value_json)
+            continue
+        else:
+            continue
+        for it in items:
+            if it.key != "_wandb":
+                info["config"][it.key] = json.loads(it.value_json)
+    return info

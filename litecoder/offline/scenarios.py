@@ -57,10 +57,14 @@ class Scenario:
         return "/app"
 
 
-def _rejected(id: str, domain: str, task: str, **scores: tuple[int, str]) -> Scenario:
+def _scores(**changes: tuple[int, str]) -> dict[str, tuple[int, str]]:
     s = dict(GOOD)
-    s.update(scores)
-    return Scenario(id=id, domain=domain, task=task, scores=s)
+    s.update(changes)
+    return s
+
+
+def _rejected(id: str, domain: str, task: str, **scores: tuple[int, str]) -> Scenario:
+    return Scenario(id=id, domain=domain, task=task, scores=_scores(**scores))
 
 
 # ------------------------------------------------------------------------------------------
@@ -447,6 +451,7 @@ DS_CSV = Scenario(
 NET_PORTS = Scenario(
     id="net_port_conflict",
     domain="networking",
+    scores=_scores(clarity=(4, "Clear, though 'lowest free port' needs care with 9101/9103.")),
     task=(
         "Each file in `/app/services/` is a service config with a line `listen = <port>`. Two "
         "services are configured on the same port, so one of them fails to start. Change the "
@@ -659,6 +664,7 @@ SA_CLEANUP = Scenario(
 SA_DU = Scenario(
     id="sa_disk_usage",
     domain="system_admin",
+    scores=_scores(complexity_balance=(3, "One pipeline of standard tools.")),
     task=(
         "Under `/data/projects` there are several project directories. Write `/root/usage.txt` "
         "listing the three largest projects (direct children of `/data/projects`) by total "
@@ -704,6 +710,7 @@ SA_DU = Scenario(
 ML_METRICS = Scenario(
     id="ml_metrics",
     domain="ai_ml",
+    scores=_scores(complexity_balance=(3, "A short computation; a few steps at most.")),
     task=(
         "`/app/preds.csv` has the header `id,y_true,y_pred` and one row per validation example "
         "of a binary classifier. Compute accuracy, precision, recall and F1 for the positive "

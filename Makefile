@@ -1,0 +1,23 @@
+# `make smoke`: the whole pipeline on the offline smoke defaults. `make test`: the test suite.
+# Both set the machine up first (scripts/setup.sh is idempotent).
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export WANDB_MODE ?= offline
+
+.PHONY: setup smoke test lint bench
+
+setup:
+	@bash scripts/setup.sh
+
+smoke: setup
+	dvc repro
+
+test: setup
+	python -m pytest -q
+
+lint: setup
+	ruff check litecoder tests benchmarks && ruff format --check litecoder tests benchmarks
+
+bench: setup
+	python benchmarks/llm_client.py

@@ -1,0 +1,83 @@
+"""Shared fixtures. The "model" in these tests is the offline stand-in teacher (a scripted
+OpenAI-compatible server on loopback, started as its own process), never a patched function."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from litecoder.config import Config, compose, validate
+from litecoder.offline import StandIn
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def pytest_configure() -> None:
+    # No test touches W&B's servers or Harbor's price download.
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+
+
+@pytest.fixture(scope="session")
+def stand_in() -> Iterator[StandIn]:
+    with StandIn() as s:
+        yield s
+
+
+def compose_cfg(*overrides: str, base_url: str | None = None, check_env: bool = True) -> Config:
+    """The default composition with test overrides; `base_url` points every role at a server."""
+    ovs = ["tracking=disabled", *overrides]
+    if base_url:
+        ovs += [f"models.{r}.base_url={base_url}" for r in ("sample", "judge", "agent")]
+    return validate(compose(REPO / "conf", ovs), check_env=check_env)
+
+
+def make_project(dst: Path, *, git: bool = True) -> Path:
+    """A copy of the project's experiment files (conf, dvc.yaml, params.yaml) as a fresh repo."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("conf", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name)
+        else:
+            shutil.copy2(src, dst / name)
+    if git:
+        run(["git", "init", "-q", "-b", "main"], dst)
+        run(["git", "config", "user.email", "t@example.com"], dst)
+        run(["git", "config", "user.name", "t"], dst)
+        run(["dvc", "init", "-q"], dst)
+        run(["dvc", "config", "hydra.enabled", "True"], dst)
+        run(["git", "add", "-A"], dst)
+        run(["git", "commit", "-qm", "init"], dst)
+    return dst
+
+
+def run(
+    cmd: list[str],
+    cwd: Path,
+    *,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(
+            f"{cmd} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        )
+    return r

@@ -1,0 +1,115 @@
+"""A loopback OpenAI-protocol server whose answers each test scripts (a stand-in for a paid
+model API: real HTTP, so the real `openai` client, its retries and timeouts are exercised)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+# An action: ("ok", text) | ("ok", text, prompt_tokens, completion_tokens) | ("status", code,
+# headers) | ("sleep", seconds) then the next action | ("drop",) | ("empty",)
+Action = tuple[Any, ...]
+
+
+@dataclass
+class ScriptedAPI:
+    script: Callable[[int, dict[str, Any]], list[Action]] = lambda n, body: [("ok", "hello")]
+    latency_s: float = 0.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    inflight: int = 0
+    max_inflight: int = 0
+    base_url: str = ""
+
+    def __enter__(self) -> ScriptedAPI:
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.json()
+            n = len(self.requests)
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
+            self.times.append(time.monotonic())
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+            try:
+                if self.latency_s:
+                    await asyncio.sleep(self.latency_s)
+                for action in self.script(n, body):
+                    kind = action[0]
+                    if kind == "sleep":
+                        await asyncio.sleep(action[1])
+                    elif kind == "status":
+                        return web.json_response(
+                            {"error": {"message": f"scripted {action[1]}"}},
+                            status=action[1],
+                            headers=action[2] if len(action) > 2 else None,
+                        )
+                    elif kind == "drop":
+                        assert request.transport is not None
+                        request.transport.close()
+                        return web.Response()
+                    elif kind in ("ok", "empty"):
+                        text = action[1] if kind == "ok" else ""
+                        pt, ct = (action[2], action[3]) if len(action) > 3 else (10, 5)
+                        chat = request.path.endswith("/chat/completions")
+                        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+                        if chat:
+                            choice["message"] = {"role": "assistant", "content": text}
+                        else:
+                            choice["text"] = text
+                        return web.json_response(
+                            {
+                                "id": f"x{n}",
+                                "object": "chat.completion" if chat else "text_completion",
+                                "created": 0,
+                                "model": body.get("model", "m"),
+                                "choices": [] if kind == "empty" else [choice],
+                                "usage": {
+                                    "prompt_tokens": pt,
+                                    "completion_tokens": ct,
+                                    "total_tokens": pt + ct,
+                                },
+                            }
+                        )
+                raise AssertionError("script ended without an answer")
+            finally:
+                self.inflight -= 1
+
+        async def start() -> None:
+            app = web.Application()
+            app.router.add_post("/v1/completions", handle)
+            app.router.add_post("/v1/chat/completions", handle)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.base_url = f"http://127.0.0.1:{port}/v1"
+            ready.set()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(start())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

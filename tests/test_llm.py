@@ -1,0 +1,224 @@
+"""The LLM client layer against real HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from litecoder.config import Limits, Magpie, Price, Teacher
+from litecoder.llm import LLMClient, LLMError, ResponseCache, Usage, parse_json_object
+from litecoder.offline import StandIn
+from tests.loopback_api import ScriptedAPI
+
+
+def teacher(base_url: str, **kw: Any) -> Teacher:
+    args: dict[str, Any] = {
+        "name": "t",
+        "model": "m",
+        "base_url": base_url,
+        "timeout_s": 5,
+        "max_retries": 4,
+        "magpie": Magpie(pre_query_template="<u>{system}", stop=["</u>"]),
+    }
+    args.update(kw)
+    return Teacher(**args)
+
+
+def client(t: Teacher, cache: ResponseCache | None = None, usage: Usage | None = None) -> LLMClient:
+    return LLMClient(t, cache=cache, usage=usage, retry_initial_s=0.01, retry_max_s=2)
+
+
+def test_completion_chat_and_cache(stand_in: StandIn, tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    usage = Usage()
+
+    async def go() -> tuple[Any, ...]:
+        async with client(teacher(stand_in.base_url), cache, usage) as c:
+            a = await c.complete("You are an expert in version control. <u>", seed=0)
+            b = await c.chat([{"role": "user", "content": "hi"}], seed=1)
+            a2 = await c.complete("You are an expert in version control. <u>", seed=0)
+            a3 = await c.complete("You are an expert in version control. <u>", seed=1)
+            return a, b, a2, a3
+
+    before = stand_in.stats()["answered"]
+    a, b, a2, a3 = asyncio.run(go())
+    assert b.text  # chat answered by the stand-in's MAGPIE-chat route
+    assert "/app/repo" in a.text and not a.cached
+    assert a2.cached and a2.text == a.text and a2.key == a.key
+    assert a3.key != a.key  # the seed is part of the request
+    assert stand_in.stats()["answered"] - before == 3
+    assert usage.calls == 3 and usage.cache_hits == 1 and usage.prompt_tokens > 0
+
+
+def test_retry_after_is_honoured() -> None:
+    script = lambda n, body: [("status", 429, {"Retry-After": "0.6"})] if n == 0 else [("ok", "x")]  # noqa: E731
+    usage = Usage()
+    with ScriptedAPI(script) as api:
+        start = time.monotonic()
+        r = asyncio.run(_complete(teacher(api.base_url), usage))
+        gap = api.times[1] - api.times[0]
+    assert r.text == "x" and usage.retries == 1 and usage.requests == 2
+    assert gap >= 0.6 and time.monotonic() - start < 5
+
+
+def test_5xx_timeout_and_dropped_connection_are_retried() -> None:
+    plan = {
+        0: [("status", 502)],
+        1: [("sleep", 3), ("ok", "late")],
+        2: [("drop",)],
+        3: [("empty",)],
+        4: [("ok", "finally")],
+    }
+    usage = Usage()
+    with ScriptedAPI(lambda n, body: plan[n]) as api:
+        r = asyncio.run(_complete(teacher(api.base_url, timeout_s=1, max_retries=5), usage))
+    assert r.text == "finally"
+    assert usage.retries == 4 and usage.requests == 5 and usage.errors == 0
+
+
+def test_gives_up_with_a_reason() -> None:
+    usage = Usage()
+    with ScriptedAPI(lambda n, body: [("status", 503)]) as api:
+        with pytest.raises(LLMError, match=r"HTTP 503.*after 3 tries"):
+            asyncio.run(_complete(teacher(api.base_url, max_retries=2), usage))
+        assert len(api.requests) == 3
+    assert usage.errors == 1
+
+
+def test_client_errors_are_not_retried() -> None:
+    with ScriptedAPI(lambda n, body: [("status", 400)]) as api:
+        with pytest.raises(LLMError, match="HTTP 400"):
+            asyncio.run(_complete(teacher(api.base_url)))
+        assert len(api.requests) == 1
+
+
+def test_reask_feeds_the_error_back() -> None:
+    answers = ["not json at all", '{"answer": 42}']
+    usage = Usage()
+    with ScriptedAPI(lambda n, body: [("ok", answers[n])]) as api:
+        out = asyncio.run(_chat_validated(teacher(api.base_url), usage, max_reasks=2))
+        second = api.requests[1]["messages"]
+    assert out.ok and out.value == {"answer": 42} and out.attempts == 2
+    assert second[-2] == {"role": "assistant", "content": "not json at all"}
+    assert "no JSON object" in second[-1]["content"]
+    assert usage.reasks == 1
+
+
+def test_reasks_are_bounded_and_failure_is_kept() -> None:
+    with ScriptedAPI(lambda n, body: [("ok", '{"answer": ')]) as api:
+        out = asyncio.run(_chat_validated(teacher(api.base_url), Usage(), max_reasks=2))
+        assert len(api.requests) == 3
+    assert not out.ok and out.error_kind == "invalid_output" and out.attempts == 3
+    assert "bad JSON" in (out.error or "") and out.text == '{"answer": '
+
+
+def test_concurrency_is_bounded() -> None:
+    t = teacher("", limits=Limits(concurrency=3))
+    with ScriptedAPI(latency_s=0.15) as api:
+        t = t.model_copy(update={"base_url": api.base_url})
+        asyncio.run(_many(t, 20))
+        assert api.max_inflight == 3 and len(api.requests) == 20
+
+
+def test_requests_per_minute_limit() -> None:
+    with ScriptedAPI() as api:
+        t = teacher(api.base_url, limits=Limits(concurrency=50, requests_per_minute=300))
+        start = time.monotonic()
+        asyncio.run(_many(t, 15))
+        elapsed = time.monotonic() - start
+    # 300/min = 5/s: after a bucket of 5, the other 10 need two more seconds.
+    assert elapsed >= 1.8
+
+
+def test_tokens_per_minute_limit() -> None:
+    with ScriptedAPI() as api:
+        # Each request is estimated at len(prompt)/4 + max_tokens = ~100 tokens; 6000/min = 100/s.
+        t = teacher(
+            api.base_url,
+            limits=Limits(concurrency=50, tokens_per_minute=6000),
+            sampling={"max_tokens": 96},
+        )
+        start = time.monotonic()
+        asyncio.run(_many(t, 4))
+        elapsed = time.monotonic() - start
+    assert elapsed >= 2.5
+
+
+def test_identical_requests_in_flight_share_one_call() -> None:
+    usage = Usage()
+    with ScriptedAPI(latency_s=0.2) as api:
+        t = teacher(api.base_url)
+
+        async def go() -> list[Any]:
+            async with client(t, usage=usage) as c:
+                return await asyncio.gather(*(c.complete("same", seed=7) for _ in range(5)))
+
+        rs = asyncio.run(go())
+        assert len(api.requests) == 1
+    assert len({r.text for r in rs}) == 1 and usage.cache_hits == 4
+
+
+def test_cost_accounting() -> None:
+    usage = Usage()
+    with ScriptedAPI(lambda n, body: [("ok", "x", 1000, 500)]) as api:
+        t = teacher(api.base_url, price=Price(input_per_mtok=1.0, output_per_mtok=2.0))
+        asyncio.run(_many(t, 3, usage))
+    assert usage.prompt_tokens == 3000 and usage.completion_tokens == 1500
+    assert usage.cost_usd == pytest.approx(0.006)
+
+
+def test_api_key_read_from_env_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LC_TEST_KEY", "sk-right")
+    with StandIn(api_key_env="LC_TEST_KEY") as server:
+        t = teacher(server.base_url, api_key_env="LC_TEST_KEY")
+        assert asyncio.run(_complete(t)).text
+        monkeypatch.setenv("LC_TEST_KEY", "sk-wrong")
+        with pytest.raises(LLMError, match="HTTP 401"):
+            asyncio.run(_complete(t))
+
+
+def test_cache_is_safe_for_concurrent_processes(tmp_path: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from litecoder.llm import ResponseCache\n"
+        "c = ResponseCache(Path(sys.argv[1]))\n"
+        "for i in range(300): c.put(f'{sys.argv[2]}-{i}', 'chat', 'm', {'i': i})\n"
+    )
+    db = tmp_path / "c.sqlite"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), tag]) for tag in "abc"]
+    assert [p.wait(60) for p in procs] == [0, 0, 0]
+    assert len(ResponseCache(db).keys()) == 900
+
+
+def test_parse_json_object() -> None:
+    assert parse_json_object('Here: ```json\n{"a": {"b": 1}}\n``` done') == {"a": {"b": 1}}
+    for bad in ["", "[1, 2]", '{"a": 1']:
+        with pytest.raises(ValueError):
+            parse_json_object(bad)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+async def _complete(t: Teacher, usage: Usage | None = None) -> Any:
+    async with client(t, usage=usage) as c:
+        return await c.complete("prompt", seed=1)
+
+
+async def _chat_validated(t: Teacher, usage: Usage, max_reasks: int) -> Any:
+    async with client(t, usage=usage) as c:
+        return await c.chat_validated(
+            [{"role": "user", "content": "answer in JSON"}],
+            parse_json_object,
+            max_reasks=max_reasks,
+        )
+
+
+async def _many(t: Teacher, n: int, usage: Usage | None = None) -> None:
+    async with client(t, usage=usage) as c:
+        await asyncio.gather(*(c.complete(f"p{i}", seed=i) for i in range(n)))

@@ -1,0 +1,164 @@
+"""The pipeline under DVC, Hydra multirun and SIGKILL, counted by the stand-in teacher."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from litecoder.io import read_jsonl
+from litecoder.offline import StandIn
+from tests.conftest import make_project, run
+
+
+def point_offline_teacher(project: Path, base_url: str, tracking: str = "disabled") -> None:
+    """Point the `offline` teacher at a running stand-in so its request counts span runs."""
+    f = project / "conf/teacher/offline.yaml"
+    f.write_text(f.read_text().replace("base_url: null", f"base_url: {base_url}"))
+    c = project / "conf/config.yaml"
+    c.write_text(c.read_text().replace("- tracking: offline", f"- tracking: {tracking}"))
+    run(["litecoder", "params"], project)
+
+
+def git_init(project: Path) -> None:
+    for cmd in (
+        ["git", "init", "-q", "-b", "main"],
+        ["dvc", "init", "-q"],
+        ["dvc", "config", "hydra.enabled", "True"],
+    ):
+        run(cmd, project)
+    commit(project, "init")
+
+
+def commit(project: Path, msg: str) -> None:
+    run(["git", "add", "-A"], project)
+    run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", msg],
+        project,
+    )
+
+
+def counts(server: StandIn) -> dict[str, int]:
+    return server.stats()["by_endpoint"]
+
+
+def test_dvc_repro_is_incremental_and_shares_the_cache(tmp_path: Path) -> None:
+    with StandIn() as server:
+        project = make_project(tmp_path / "p", git=False)
+        point_offline_teacher(project, server.base_url)
+        git_init(project)
+
+        # 1. first repro writes the three datasets and their metrics
+        run(["dvc", "repro"], project)
+        for f in ("sampled", "judged", "accepted", "duplicates"):
+            assert (project / f"data/tasks/{f}.jsonl").exists()
+        for s in ("sample", "judge", "dedup"):
+            assert json.loads((project / f"metrics/{s}.json").read_text())["stage"] == s
+        first = counts(server)
+        assert first == {"completion": 14, "chat": 14}
+
+        # 2. a second repro changes nothing and makes no call
+        r = run(["dvc", "repro"], project)
+        assert "Data and pipelines are up to date" in r.stdout + r.stderr
+        assert counts(server) == first
+
+        # 3. changing only a judge threshold re-runs judge and dedup, with no sampling call
+        commit(project, "first run")
+        before = json.loads((project / "metrics/judge.json").read_text())
+        r = run(
+            [
+                "dvc",
+                "exp",
+                "run",
+                "-S",
+                "judge.criteria.clarity.threshold=5",
+                "-S",
+                "judge.criteria.complexity_balance.threshold=4",
+            ],
+            project,
+        )
+        out = r.stdout + r.stderr
+        assert "Running stage 'judge'" in out and "Running stage 'dedup'" in out
+        assert "Running stage 'sample'" not in out
+        assert counts(server) == first  # judge answers came from the response cache
+        after = json.loads((project / "metrics/judge.json").read_text())
+        assert after["accepted"] < before["accepted"]
+        assert after["llm"]["total"]["requests"] == 0
+        assert after["llm"]["total"]["cache_hits"] == 14
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        assert params["judge"]["criteria"]["clarity"]["threshold"] == 5
+        shown = run(["dvc", "exp", "show", "--json"], project).stdout
+        assert "judge.criteria.clarity.threshold" in shown or '"threshold": 5' in shown
+
+
+def test_multirun_two_thresholds_share_the_cache(tmp_path: Path) -> None:
+    with StandIn() as server:
+        project = make_project(tmp_path / "p", git=False)
+        point_offline_teacher(project, server.base_url)
+        run(
+            [
+                "litecoder",
+                "run",
+                "--until",
+                "dedup",
+                "-m",
+                "judge.criteria.safety.threshold=4,5",
+                "judge.criteria.complexity_balance.threshold=3,5",
+            ],
+            project,
+        )
+        jobs = sorted(p for p in (project / "multirun/smoke").glob("*/*") if p.is_dir())
+        assert len(jobs) == 4
+        accepted = {}
+        for job in jobs:
+            assert (job / "params.yaml").exists() and (job / "metrics/dedup.json").exists()
+            accepted[job.name] = len(read_jsonl(job / "data/tasks/accepted.jsonl"))
+        assert len(set(accepted.values())) > 1, accepted
+        # Four jobs, but each distinct request was paid for once.
+        assert counts(server) == {"completion": 14, "chat": 14}
+
+
+def test_sample_killed_halfway_repeats_no_finished_request(tmp_path: Path) -> None:
+    with StandIn(latency_s=0.2) as server:
+        project = make_project(tmp_path / "p", git=False)
+        point_offline_teacher(project, server.base_url)
+        cmd = ["litecoder", "sample", "sampler.n_tasks=40", "models.sample.limits.concurrency=2"]
+        proc = subprocess.Popen(
+            cmd,
+            cwd=project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        db = project / ".litecoder/cache/llm.sqlite"
+        deadline = time.monotonic() + 60
+        finished: set[str] = set()
+        while time.monotonic() < deadline and len(finished) < 12:
+            time.sleep(0.1)
+            if db.exists():
+                with sqlite3.connect(db) as con:
+                    finished = {r[0] for r in con.execute("SELECT key FROM responses")}
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        with sqlite3.connect(db) as con:
+            finished = {r[0] for r in con.execute("SELECT key FROM responses")}
+        assert 12 <= len(finished) < 40
+        assert not (project / "data/tasks/sampled.jsonl").exists()  # no half-written output
+
+        run(cmd, project)
+        stats = server.stats()
+        recs = read_jsonl(project / "data/tasks/sampled.jsonl")
+        assert len(recs) == 40 and all(r["outcome"] == "ok" for r in recs)
+        by_key = stats["by_key"]
+        assert finished <= set(by_key)
+        assert all(by_key[k] == 1 for k in finished), "a finished request was sent again"
+        # At most the requests in flight at the kill (concurrency 2) were answered twice.
+        assert stats["answered"] <= 40 + 2
+        metrics = json.loads((project / "metrics/sample.json").read_text())
+        assert metrics["llm"]["total"]["cache_hits"] >= len(finished)
