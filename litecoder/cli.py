@@ -4,6 +4,9 @@
     litecoder run [--stages a,b | --until s] [-m] [OVERRIDE ...] stages in order, as a Hydra
                                                                app (multirun: one dir per job)
     litecoder params [-o params.yaml] [OVERRIDE ...]           compose conf/ the way DVC does
+    litecoder base-image [--params F | OVERRIDE ...] [--force] build/pull the environments' base
+    litecoder clean [--images]                                 remove litecoder's containers
+                                                               (--images: task images too)
     litecoder stand-in [--port N ...]                          run the offline stand-in teacher
 
 Every path ends in the same stage functions (`litecoder.pipeline.STAGES`).
@@ -20,6 +23,7 @@ from rich.logging import RichHandler
 
 from litecoder.config import CONF_DIR_NAME, ConfigError, load_config, validate
 from litecoder.pipeline import ORDER, STAGES, run_stage
+from litecoder.sandbox import SandboxError
 
 log = logging.getLogger("litecoder")
 
@@ -112,14 +116,48 @@ def _params_main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     conf_dir = (Path.cwd() / CONF_DIR_NAME).resolve()
     compose_and_dump(a.output, str(conf_dir), None, "config", str(Path.cwd()), a.overrides)
-    validate(load_config(params=a.output, check_env=False).model_dump(mode="json"), check_env=False)
+    load_config(params=a.output, check_env=False)  # what DVC composed must validate
     print(f"wrote {a.output}")
+    return 0
+
+
+def _base_image_main(argv: list[str]) -> int:
+    from litecoder import base_image
+
+    p = argparse.ArgumentParser(prog="litecoder base-image")
+    p.add_argument("--params", type=Path)
+    p.add_argument("--force", action="store_true")
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args(argv)
+    _setup_logging()
+    cfg = load_config(
+        params=a.params, conf_dir=Path.cwd() / CONF_DIR_NAME, overrides=a.overrides, check_env=False
+    )
+    print(base_image.ensure(cfg.envprep.base_image, force=a.force))
+    return 0
+
+
+def _clean_main(argv: list[str]) -> int:
+    from litecoder.stages.envprep import clean
+
+    p = argparse.ArgumentParser(prog="litecoder clean")
+    p.add_argument("--images", action="store_true", help="also remove kept task images")
+    a = p.parse_args(argv)
+    removed = clean(keep_task_images=not a.images)
+    print(f"removed {removed['containers']} container(s), {removed['images']} image(s)")
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {**{s: None for s in STAGES}, "run": None, "params": None, "stand-in": None}
+    commands = {
+        **{s: None for s in STAGES},
+        "run": None,
+        "params": None,
+        "stand-in": None,
+        "base-image": None,
+        "clean": None,
+    }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__)
         print("stages:", ", ".join(ORDER))
@@ -130,6 +168,10 @@ def main(argv: list[str] | None = None) -> None:
             code = _run_main(rest)
         elif cmd == "params":
             code = _params_main(rest)
+        elif cmd == "base-image":
+            code = _base_image_main(rest)
+        elif cmd == "clean":
+            code = _clean_main(rest)
         elif cmd == "stand-in":
             from litecoder.offline.server import main as serve
 
@@ -140,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         code = 2
+    except SandboxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130

@@ -154,6 +154,101 @@ class Dedup(Strict):
         return self
 
 
+class BaseImage(Strict):
+    name: str
+    build: Literal["debootstrap", "pull"]
+    suite: str | None = None
+    mirror: str | None = None
+    packages: list[str] = Field(default_factory=list)
+    # Dockerfile lines every task image carries after FROM (tools the base image lacks).
+    dockerfile_prelude: list[str] = Field(default_factory=list)
+
+
+class AgentSettings(Strict):
+    max_turns: int = Field(default=12, gt=0)
+    max_total_tokens: int = Field(default=200_000, gt=0)
+    observation_chars: int = Field(default=4000, gt=100)
+    temperature: float = Field(default=0.2, ge=0)
+    max_tokens: int = Field(default=4096, gt=0)
+    max_reasks: int = Field(default=2, ge=0)
+
+
+class SandboxSettings(Strict):
+    cpus: float = Field(default=1.0, gt=0)
+    memory_mb: int = Field(default=1024, ge=64)
+    pids: int = Field(default=256, ge=16)
+    network: bool = False
+    command_timeout_s: float = Field(default=60, gt=0)
+    task_timeout_s: float = Field(default=900, gt=0)
+
+
+class Capture(Strict):
+    exclude: list[str] = Field(default_factory=list)
+    exclude_names: list[str] = Field(default_factory=list)
+    max_bytes: int = Field(default=50_000_000, gt=0)
+
+
+class TaskToml(Strict):
+    agent_timeout_sec: float = Field(default=900, gt=0)
+    verifier_timeout_sec: float = Field(default=300, gt=0)
+    build_timeout_sec: float = Field(default=600, gt=0)
+    cpus: float = Field(default=1, gt=0)
+    memory_mb: int = Field(default=2048, gt=0)
+    storage_mb: int = Field(default=10240, gt=0)
+    # isolated: the task's own compose file sets `network_mode: none` (Docker enforces it,
+    # works offline); no-network: Harbor's network policy (its egress sidecar image must be
+    # pullable); public: internet allowed.
+    network: Literal["isolated", "no-network", "public"] = "isolated"
+    workdir: str = "/app"
+
+
+class Validate(Strict):
+    harbor_oracle: bool = True
+    harbor_timeout_s: float = Field(default=900, gt=0)
+
+
+class StepPrompt(Strict):
+    system: str
+    user: str
+
+
+class EnvprepPrompts(Strict):
+    actions: str
+    refine: StepPrompt
+    setup_container: StepPrompt
+    setup_dockerfile: StepPrompt
+    solution: StepPrompt
+    verifier: StepPrompt
+
+
+ENVPREP_STEPS = ("refine", "setup", "solution", "verifier", "config")
+
+
+class Envprep(Strict):
+    base_image: BaseImage
+    mode: Literal["container", "dockerfile"] = "container"
+    steps: list[Literal["refine", "setup", "solution", "verifier", "config"]] = Field(
+        default_factory=lambda: list(ENVPREP_STEPS)
+    )
+    concurrency: int = Field(default=2, gt=0)
+    heldout_fraction: float = Field(default=0.2, ge=0, lt=1)
+    keep_images: bool = True
+    agent: AgentSettings = AgentSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+    capture: Capture = Capture()
+    task: TaskToml = TaskToml()
+    validate_: Validate = Field(default=Validate(), alias="validate")
+    test_sh: str
+    prompts: EnvprepPrompts
+
+    @model_validator(mode="after")
+    def _steps(self) -> Envprep:
+        for required in ("setup", "solution", "verifier", "config"):
+            if required not in self.steps:
+                raise ValueError(f"steps: {required!r} is required (only 'refine' is optional)")
+        return self
+
+
 class Tracking(Strict):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "litecoder"
@@ -183,7 +278,7 @@ class Config(Strict):
     dedup: Dedup
     tracking: Tracking
     llm: LLM = LLM()
-    envprep: dict[str, Any] = Field(default_factory=dict)
+    envprep: Envprep
     rollout: dict[str, Any] = Field(default_factory=dict)
     filter: dict[str, Any] = Field(default_factory=dict)
     sft: dict[str, Any] = Field(default_factory=dict)

@@ -23,6 +23,7 @@ class Paths:
         self.judged = tasks / "judged.jsonl"
         self.accepted = tasks / "accepted.jsonl"
         self.duplicates = tasks / "duplicates.jsonl"
+        self.envs = workdir / "data" / "envs"
         self.metrics = workdir / "metrics"
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from litecoder.config import Config
 from litecoder.context import StageContext, stage_context
-from litecoder.stages import dedup, judge, sample
+from litecoder.stages import dedup, envprep, judge, sample
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,7 @@ STAGES: dict[str, StageFn] = {
     "sample": sample.run,
     "judge": judge.run,
     "dedup": dedup.run,
+    "envprep": envprep.run,
 }
 ORDER = list(STAGES)
 

@@ -125,7 +125,7 @@ def log_wandb(
         name=f"{cfg.experiment.name}-{stage}",
         mode=t.mode,
         dir=str(workdir),
-        config=cfg.model_dump(mode="json"),
+        config=cfg.model_dump(mode="json", by_alias=True),
         reinit="create_new",
         settings=wandb.Settings(console="off", x_disable_stats=True),
     )

@@ -50,4 +50,12 @@ if ! docker compose version >/dev/null 2>&1; then
   fi
 fi
 docker compose version >/dev/null 2>&1 || { log "docker compose v2 is not available"; exit 1; }
+
+# --- base image of the task environments (a no-op when up to date) -----------------------
+if ! command -v debootstrap >/dev/null 2>&1; then
+  log "installing debootstrap"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq debootstrap >/dev/null
+fi
+.venv/bin/litecoder base-image >/dev/null
 log "ready"

@@ -47,6 +47,9 @@ class Scenario:
     loop_command: str = ""  # command repeated for behaviour "loop"
     # Extra MAGPIE texts for the same scenario (paraphrases, reformatted copies).
     variants: tuple[str, ...] = ()
+    # Scripted envprep turns that replace the defaults, per prompt step (test scenarios that
+    # go wrong on purpose); "{base}" is replaced by the base image.
+    envprep: dict[str, list[list[dict[str, str]]]] = field(default_factory=dict)
 
     @property
     def runnable(self) -> bool:
@@ -61,6 +64,10 @@ def _scores(**changes: tuple[int, str]) -> dict[str, tuple[int, str]]:
     s = dict(GOOD)
     s.update(changes)
     return s
+
+
+def _write_action(path: str, content: str) -> dict[str, str]:
+    return {"type": "write_file", "path": path, "content": content}
 
 
 def _rejected(id: str, domain: str, task: str, **scores: tuple[int, str]) -> Scenario:
@@ -1019,6 +1026,84 @@ GENERIC = Scenario(
         """),
 )
 
+# Scenarios whose scripted environment agent goes wrong on purpose. They are never sampled;
+# tests put their texts in accepted.jsonl to check that envprep records each failure.
+
+
+def _faulty(id: str, task: str, **kw: object) -> Scenario:
+    base = {
+        "files": {"/app/notes.txt": "draft\n"},
+        "solution": "echo done > /app/notes.txt\n",
+        "tests": 'def test_done():\n    assert open("/app/notes.txt").read() == "done\\n"\n',
+    }
+    base.update(kw)
+    return Scenario(id=id, domain="*", task=task, **base)  # type: ignore[arg-type]
+
+
+_ESCAPES = {
+    "escape_mount": "mount --bind / /mnt && ls /mnt",
+    "escape_docker_socket": "curl -s --unix-socket /var/run/docker.sock http://localhost/containers/json",
+    "escape_fork_bomb": ":(){ :|:& };:",
+    "escape_memory": "python3 -c 'x = []\nwhile True: x.append(bytearray(64 * 2**20))'",
+    "escape_sleep": "sleep 100000",
+}
+
+FAULTY = [
+    _faulty(
+        "broken_copy",
+        "Fault scenario broken_copy: the environment Dockerfile copies an input file that was never written.",
+        envprep={
+            "setup_dockerfile": [
+                [
+                    _write_action(
+                        "environment/Dockerfile",
+                        "FROM {base}\nCOPY data/input.csv /app/input.csv\n",
+                    )
+                ],
+                [{"type": "finish", "summary": "done"}],
+            ]
+        },
+    ),
+    _faulty(
+        "broken_build",
+        "Fault scenario broken_build: the environment Dockerfile runs a command that fails during the build.",
+        envprep={
+            "setup_dockerfile": [
+                [
+                    _write_action(
+                        "environment/Dockerfile", "FROM {base}\nRUN python3 -c 'import numpy'\n"
+                    )
+                ],
+                [{"type": "finish", "summary": "done"}],
+            ]
+        },
+    ),
+    _faulty(
+        "verifier_passes_at_start",
+        "Fault scenario verifier_passes_at_start: the verifier only checks that a file exists, which it already does.",
+        tests='import os\n\n\ndef test_exists():\n    assert os.path.exists("/app/notes.txt")\n',
+    ),
+    _faulty(
+        "solution_fails",
+        "Fault scenario solution_fails: the reference solution does not reach the end state its verifier checks.",
+        solution="echo 'not done yet' > /app/notes.txt\n",
+    ),
+    *(
+        _faulty(
+            name,
+            f"Fault scenario {name}: while building the starting state the agent runs a command that must be contained.",
+            envprep={
+                "setup_container": [
+                    [{"type": "run", "command": cmd}],
+                    [{"type": "finish", "summary": "done"}],
+                ]
+            },
+        )
+        for name, cmd in _ESCAPES.items()
+    ),
+]
+
+
 # MAGPIE pools: the stand-in answers request i of a domain (seed i) with pool[i % len(pool)].
 POOLS: dict[str, list[tuple[Scenario, str]]] = {
     "version_control": [
@@ -1068,6 +1153,7 @@ def _norm(text: str) -> str:
 
 
 _BY_TEXT = {_norm(text): s for pool in POOLS.values() for s, text in pool}
+_BY_TEXT.update({_norm(s.task): s for s in FAULTY})
 
 
 def find(text: str) -> Scenario | None:
@@ -1080,4 +1166,4 @@ def find(text: str) -> Scenario | None:
 
 
 def by_id(scenario_id: str) -> Scenario | None:
-    return next((s for s in ALL if s.id == scenario_id), None)
+    return next((s for s in [*ALL, *FAULTY] if s.id == scenario_id), None)

@@ -32,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from litecoder.llm import REASK_SEED_STRIDE, request_key
+from litecoder.offline import agents
 from litecoder.offline import scenarios as S
 
 MODEL_ID = "litecoder-offline-stand-in"
@@ -112,11 +113,8 @@ Route = tuple[
 ]
 ROUTES: list[Route] = [
     ("judge", lambda m: '"scores"' in _messages_text(m, "user"), lambda m, b: judge_verdict(m)),
+    *agents.ROUTES,
 ]
-
-
-def register_route(route: Route) -> None:
-    ROUTES.insert(len(ROUTES), route)
 
 
 def chat_answer(messages: list[dict[str, Any]], body: dict[str, Any]) -> tuple[str, str]:

@@ -1,0 +1,141 @@
+"""Scripted agents of the offline stand-in (not models): they replay each scenario's
+material in the protocol of the agent that asks: litecoder's envprep steps here, Harbor's
+Terminus-2 in `terminus`."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from litecoder.llm import REASK_MESSAGE
+from litecoder.offline import scenarios as S
+
+REASK_PREFIX = REASK_MESSAGE.split("{", 1)[0]
+PYTEST_TAIL = "cd /tests && python3 -m pytest -q -p no:cacheprovider test_outputs.py | tail -3"
+
+# Which envprep step a system prompt belongs to (phrases of conf/envprep prompts).
+ENVPREP_STEPS = [
+    ("refine", "precise instruction"),
+    ("setup_container", "starting state of a terminal task inside a fresh container"),
+    ("setup_dockerfile", "docker build context"),
+    ("solution", "reference solution of a terminal task"),
+    ("verifier", "verifier of a terminal task"),
+]
+
+
+def text_of(messages: list[dict[str, Any]], role: str) -> str:
+    return "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == role)
+
+
+def turn_index(messages: list[dict[str, Any]]) -> int:
+    """Assistant turns so far, not counting answers that were re-asked."""
+    n = 0
+    for i, m in enumerate(messages):
+        if m.get("role") != "assistant":
+            continue
+        nxt = messages[i + 1] if i + 1 < len(messages) else {}
+        if not str(nxt.get("content") or "").startswith(REASK_PREFIX):
+            n += 1
+    return n
+
+
+def envprep_step(messages: list[dict[str, Any]]) -> str | None:
+    system = text_of(messages, "system").lower()
+    for step, phrase in ENVPREP_STEPS:
+        if phrase in system:
+            return step
+    return None
+
+
+def _run(cmd: str) -> dict[str, str]:
+    return {"type": "run", "command": cmd}
+
+
+def _write(path: str, content: str) -> dict[str, str]:
+    return {"type": "write_file", "path": path, "content": content}
+
+
+def _finish(summary: str) -> dict[str, str]:
+    return {"type": "finish", "summary": summary}
+
+
+def default_turns(scen: S.Scenario, step: str, base: str) -> list[list[dict[str, str]]]:
+    if step == "setup_container":
+        first = [_write(p, c) for p, c in scen.files.items()]
+        if scen.setup:
+            first.append(_run("set -e\n" + scen.setup))
+        return [
+            first or [_run("true")],
+            [_run("ls -la /app 2>/dev/null | head -20")],
+            [_finish("starting state ready")],
+        ]
+    if step == "setup_dockerfile":
+        acts = [_write("environment/files" + p, c) for p, c in scen.files.items()]
+        lines = [f"FROM {base}"]
+        if scen.files:
+            lines.append("COPY files/ /")
+        if scen.setup:
+            acts.append(_write("environment/setup.sh", "set -e\n" + scen.setup))
+            lines += [
+                "COPY setup.sh /tmp/litecoder-setup.sh",
+                "RUN bash -e /tmp/litecoder-setup.sh && rm /tmp/litecoder-setup.sh",
+            ]
+        lines += ["RUN mkdir -p /app", "WORKDIR /app"]
+        acts.append(_write("environment/Dockerfile", "\n".join(lines) + "\n"))
+        return [acts, [_finish("Dockerfile and inputs written")]]
+    if step == "solution":
+        return [
+            [
+                _write("solution/solve.sh", "#!/bin/bash\nset -e\n" + scen.solution),
+                _run("bash /solution/solve.sh && echo SOLVED"),
+            ],
+            [_finish("solve.sh solves the task")],
+        ]
+    if step == "verifier":
+        return [
+            [
+                _write("tests/test_outputs.py", scen.tests),
+                _run(PYTEST_TAIL),
+            ],
+            [_finish("the tests fail on the starting state, as they should")],
+        ]
+    return [[_finish("nothing scripted for this step")]]
+
+
+def envprep_answer(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
+    step = envprep_step(messages) or ""
+    scen = S.find(text_of(messages, "user"))
+    if step == "refine":
+        if scen is None:
+            return json.dumps({"instruction": "(the stand-in has no scenario for this task)"})
+        return json.dumps(
+            {
+                "instruction": scen.task,
+                "difficulty": "medium",
+                "category": scen.domain,
+                "tags": [scen.domain, scen.id],
+                "expert_time_estimate_min": 10,
+                "junior_time_estimate_min": 30,
+            }
+        )
+    if scen is None or not (scen.runnable or scen.envprep):
+        return json.dumps(
+            {
+                "thought": "The stand-in has no scripted environment for this task.",
+                "actions": [_finish("no scripted scenario")],
+            }
+        )
+    m = re.search(r"`FROM ([^`]+)`", text_of(messages, "system"))
+    base = m.group(1) if m else "litecoder-base:bookworm"
+    turns = scen.envprep.get(step) or default_turns(scen, step, base)
+    turns = [[{k: v.replace("{base}", base) for k, v in a.items()} for a in t] for t in turns]
+    i = min(turn_index(messages), len(turns) - 1)
+    return json.dumps(
+        {"thought": f"Scripted {step} turn {i + 1} for {scen.id}.", "actions": turns[i]}
+    )
+
+
+ROUTES = [
+    ("envprep", lambda m: envprep_step(m) is not None, envprep_answer),
+]

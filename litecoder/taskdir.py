@@ -1,0 +1,219 @@
+"""Harbor task directories: layout, task.toml (Harbor's own TaskConfig model) and the static
+checks litecoder runs before accepting one.
+
+    <task>/instruction.md
+    <task>/task.toml
+    <task>/environment/Dockerfile (+ build-context files, + docker-compose.yaml)
+    <task>/solution/solve.sh
+    <task>/tests/test.sh (writes /logs/verifier/reward.txt) + tests/test_outputs.py
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from litecoder.config import BaseImage, TaskToml
+
+REQUIRED = (
+    "instruction.md",
+    "task.toml",
+    "environment/Dockerfile",
+    "solution/solve.sh",
+    "tests/test.sh",
+)
+ISOLATED_COMPOSE = (
+    "# Written by litecoder: the task runs without network (Docker enforces it).\n"
+    "services:\n  main:\n    network_mode: none\n"
+)
+
+
+# --- Dockerfile ---------------------------------------------------------------------------
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with comments dropped and continuations joined."""
+    out: list[tuple[str, str]] = []
+    buf = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):  # comment inside a continuation
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        if buf.strip():
+            parts = buf.strip().split(None, 1)
+            out.append((parts[0].upper(), parts[1] if len(parts) > 1 else ""))
+        buf = ""
+    if buf.strip():
+        parts = buf.strip().split(None, 1)
+        out.append((parts[0].upper(), parts[1] if len(parts) > 1 else ""))
+    return out
+
+
+def _copy_sources(args: str) -> tuple[list[str], bool]:
+    """Sources of a COPY/ADD and whether it copies from another stage/image (--from)."""
+    args = args.strip()
+    if args.startswith("["):
+        try:
+            items = json.loads(args)
+        except json.JSONDecodeError:
+            items = shlex.split(args)
+        flags: list[str] = []
+    else:
+        tokens = shlex.split(args)
+        flags = [t for t in tokens if t.startswith("--")]
+        items = [t for t in tokens if not t.startswith("--")]
+    from_stage = any(f.startswith("--from") for f in flags)
+    return items[:-1], from_stage
+
+
+def check_copy_sources(env_dir: Path) -> list[str]:
+    """Every COPY/ADD source must exist in the build context (the 602-env audit's bug)."""
+    dockerfile = env_dir / "Dockerfile"
+    if not dockerfile.exists():
+        return ["environment/Dockerfile does not exist"]
+    errors = []
+    for instr, args in dockerfile_instructions(dockerfile.read_text()):
+        if instr not in ("COPY", "ADD"):
+            continue
+        sources, from_stage = _copy_sources(args)
+        if from_stage:
+            continue
+        if not sources:
+            errors.append(f"{instr} {args!r} has no source")
+        for src in sources:
+            if instr == "ADD" and re.match(r"^[a-z]+://", src):
+                continue  # a URL: checked when the image builds
+            rel = src.lstrip("/")
+            target = (env_dir / rel).resolve()
+            if not str(target).startswith(str(env_dir.resolve())):
+                errors.append(f"{instr} source {src!r} is outside the build context")
+            elif not glob.glob(str(env_dir / rel)) and not (env_dir / rel).exists():
+                errors.append(f"{instr} source {src!r} does not exist in the build context")
+    return errors
+
+
+def render_dockerfile(
+    base: BaseImage,
+    *,
+    has_files: bool,
+    deleted: list[str],
+    owners: dict[str, str],
+    empty_dirs: list[str],
+    workdir: str,
+) -> str:
+    """The Dockerfile of a captured starting state: base + the files the agent wrote."""
+    q = shlex.quote
+    lines = [f"FROM {base.name}", *base.dockerfile_prelude]
+    if has_files:
+        lines.append("# Files the environment agent created or changed (modes and mtimes kept).")
+        lines.append("COPY files/ /")
+    fixes = []
+    if deleted:
+        fixes.append("rm -rf " + " ".join(q(p) for p in sorted(deleted)))
+    if empty_dirs:  # dataset stores drop empty directories; git repositories need some
+        fixes.append("mkdir -p " + " ".join(q(p) for p in sorted(empty_dirs)))
+    for owner in sorted(set(owners.values())):
+        paths = sorted(p for p, o in owners.items() if o == owner)
+        fixes.append(f"chown -h {owner} " + " ".join(q(p) for p in paths))
+    if fixes:
+        lines.append("RUN " + " \\\n && ".join(fixes))
+    lines.append(f"RUN mkdir -p {q(workdir)}")
+    lines.append(f"WORKDIR {workdir}")
+    return "\n".join(lines) + "\n"
+
+
+# --- task.toml ----------------------------------------------------------------------------
+
+
+def task_toml(task: TaskToml, metadata: dict[str, Any]) -> str:
+    """task.toml through Harbor's own model, so that what we write is what Harbor reads."""
+    from harbor.models.task.config import TaskConfig
+
+    network_mode = "public" if task.network in ("isolated", "public") else "no-network"
+    cfg = TaskConfig.model_validate(
+        {
+            "metadata": metadata,
+            "verifier": {"timeout_sec": task.verifier_timeout_sec},
+            "agent": {"timeout_sec": task.agent_timeout_sec},
+            "environment": {
+                "build_timeout_sec": task.build_timeout_sec,
+                "cpus": task.cpus,
+                "memory_mb": task.memory_mb,
+                "storage_mb": task.storage_mb,
+                "network_mode": network_mode,
+            },
+        }
+    )
+    return cfg.model_dump_toml()
+
+
+def check_task_toml(path: Path, expected: TaskToml | None = None) -> list[str]:
+    """Parses with Harbor's TaskConfig, no unknown keys, and limits as configured."""
+    from harbor.models.task.config import TaskConfig
+    from pydantic import BaseModel, ValidationError
+
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        return [f"task.toml does not parse: {e}"]
+    try:
+        cfg = TaskConfig.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        return [f"task.toml: {'.'.join(map(str, first['loc']))}: {first['msg']}"]
+    errors = []
+
+    def unknown(data: dict[str, Any], model: type[BaseModel], where: str) -> None:
+        fields = model.model_fields
+        names = set(fields) | {f.alias for f in fields.values() if f.alias}
+        for key, value in data.items():
+            if key not in names and not (model is TaskConfig and key == "version"):
+                errors.append(f"task.toml: unknown key {where}{key}")
+            elif key in fields and isinstance(value, dict) and key != "metadata":
+                ann = fields[key].annotation
+                sub = next(
+                    (
+                        a
+                        for a in getattr(ann, "__args__", (ann,))
+                        if isinstance(a, type) and issubclass(a, BaseModel)
+                    ),
+                    None,
+                )
+                if sub is not None:
+                    unknown(value, sub, f"{where}{key}.")
+
+    unknown(raw, TaskConfig, "")
+    if expected is not None:
+        env = cfg.environment
+        want = {
+            "agent.timeout_sec": (cfg.agent.timeout_sec, expected.agent_timeout_sec),
+            "verifier.timeout_sec": (cfg.verifier.timeout_sec, expected.verifier_timeout_sec),
+            "environment.build_timeout_sec": (env.build_timeout_sec, expected.build_timeout_sec),
+            "environment.cpus": (env.cpus, expected.cpus),
+            "environment.memory_mb": (env.memory_mb, expected.memory_mb),
+            "environment.storage_mb": (env.storage_mb, expected.storage_mb),
+        }
+        for key, (got, exp) in want.items():
+            if got is None or float(got) != float(exp):
+                errors.append(f"task.toml: {key} is {got}, config says {exp}")
+    return errors
+
+
+def check_layout(task_dir: Path) -> list[str]:
+    return [f"missing {rel}" for rel in REQUIRED if not (task_dir / rel).is_file()]
+
+
+def read_metadata(task_dir: Path) -> dict[str, Any]:
+    raw = tomllib.loads((task_dir / "task.toml").read_text())
+    return raw.get("metadata", {})
