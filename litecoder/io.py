@@ -45,9 +45,13 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+class MissingInput(FileNotFoundError):
+    """A stage's input file is not there (its upstream stage has not run)."""
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first")
+        raise MissingInput(f"{path} does not exist: run the stage that writes it first")
     out = []
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f, 1):

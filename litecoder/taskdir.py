@@ -62,17 +62,19 @@ def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
 
 def _copy_sources(args: str) -> tuple[list[str], bool]:
     """Sources of a COPY/ADD and whether it copies from another stage/image (--from)."""
-    args = args.strip()
-    if args.startswith("["):
+    flags = []
+    rest = args.strip()
+    while rest.startswith("--"):
+        flag, _, rest = rest.partition(" ")
+        flags.append(flag)
+        rest = rest.strip()
+    if rest.startswith("["):  # exec form: ["src", ..., "dest"]
         try:
-            items = json.loads(args)
+            items = [str(x) for x in json.loads(rest)]
         except json.JSONDecodeError:
-            items = shlex.split(args)
-        flags: list[str] = []
+            items = shlex.split(rest)
     else:
-        tokens = shlex.split(args)
-        flags = [t for t in tokens if t.startswith("--")]
-        items = [t for t in tokens if not t.startswith("--")]
+        items = shlex.split(rest)
     from_stage = any(f.startswith("--from") for f in flags)
     return items[:-1], from_stage
 
@@ -111,6 +113,7 @@ def render_dockerfile(
     owners: dict[str, str],
     empty_dirs: list[str],
     workdir: str,
+    modes: dict[str, str] | None = None,
 ) -> str:
     """The Dockerfile of a captured starting state: base + the files the agent wrote."""
     q = shlex.quote
@@ -126,6 +129,8 @@ def render_dockerfile(
     for owner in sorted(set(owners.values())):
         paths = sorted(p for p, o in owners.items() if o == owner)
         fixes.append(f"chown -h {owner} " + " ".join(q(p) for p in paths))
+    for path, mode in sorted((modes or {}).items()):
+        fixes.append(f"chmod {mode} {q(path)}")
     if fixes:
         lines.append("RUN " + " \\\n && ".join(fixes))
     lines.append(f"RUN mkdir -p {q(workdir)}")

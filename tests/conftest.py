@@ -81,3 +81,44 @@ def run(
             f"{cmd} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         )
     return r
+
+
+def point_offline_teacher(project: Path, base_url: str, tracking: str = "disabled") -> None:
+    """Point the `offline` teacher at a running stand-in so its request counts span runs."""
+    f = project / "conf/teacher/offline.yaml"
+    f.write_text(f.read_text().replace("base_url: null", f"base_url: {base_url}"))
+    c = project / "conf/config.yaml"
+    c.write_text(c.read_text().replace("- tracking: offline", f"- tracking: {tracking}"))
+    run(["litecoder", "params"], project)
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One offline smoke run of the pipeline (through the stages implemented), shared by tests
+    that check its outputs. Runs the real CLI in a fresh copy of the project."""
+    project = make_project(tmp_path_factory.mktemp("smoke") / "p", git=False)
+    run(["litecoder", "run", "--until", SMOKE_UNTIL, "tracking=disabled"], project, timeout=1800)
+    return project
+
+
+SMOKE_UNTIL = "envprep"
+
+
+def docker_ok() -> bool:
+    try:
+        from litecoder.sandbox import docker_client
+
+        docker_client().ping()
+        return True
+    except Exception:
+        return False
+
+
+def litecoder_leftovers() -> dict[str, list[str]]:
+    """Containers and dangling images labelled by litecoder (kept task/base images excluded)."""
+    from litecoder.sandbox import LABEL, docker_client
+
+    client = docker_client()
+    containers = [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
+    dangling = [i.id for i in client.images.list(filters={"dangling": True, "label": LABEL})]
+    return {"containers": containers, "dangling_images": dangling}

@@ -154,3 +154,15 @@ def test_params_yaml_matches_conf(tmp_path: Path) -> None:
 def test_impossible_lsh_parameters_fail_at_load() -> None:
     with pytest.raises(ConfigError, match=r"dedup: threshold 0\.99 with num_perm 128"):
         compose_cfg("dedup.threshold=0.99")
+
+
+def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    r = run(["litecoder", "judge", "tracking=disabled"], tmp_path, check=False)
+    assert r.returncode == 4
+    assert (
+        r.stderr.strip().splitlines()[-1].startswith("error: ")
+        and "sampled.jsonl does not exist" in r.stderr
+    )

@@ -14,16 +14,7 @@ import yaml
 
 from litecoder.io import read_jsonl
 from litecoder.offline import StandIn
-from tests.conftest import make_project, run
-
-
-def point_offline_teacher(project: Path, base_url: str, tracking: str = "disabled") -> None:
-    """Point the `offline` teacher at a running stand-in so its request counts span runs."""
-    f = project / "conf/teacher/offline.yaml"
-    f.write_text(f.read_text().replace("base_url: null", f"base_url: {base_url}"))
-    c = project / "conf/config.yaml"
-    c.write_text(c.read_text().replace("- tracking: offline", f"- tracking: {tracking}"))
-    run(["litecoder", "params"], project)
+from tests.conftest import make_project, point_offline_teacher, run
 
 
 def git_init(project: Path) -> None:

@@ -189,7 +189,7 @@ def capture_state(sandbox: Sandbox, cfg: Config, env_dir: Path) -> dict[str, Any
     deleted = [p for p, k in kind.items() if k == 2 and kind.get(str(PurePosixPath(p).parent)) != 2]
     present = [p for p, k in kind.items() if k in (0, 1)]
     if not present:
-        return {"has_files": False, "deleted": deleted, "owners": {}, "empty_dirs": []}
+        return {"has_files": False, "deleted": deleted, "owners": {}, "modes": {}, "empty_dirs": []}
     listing = sandbox.exec(
         'while IFS= read -r p; do if [ -d "$p" ] && [ ! -L "$p" ]; then echo "d $p"; '
         "else echo \"f $p\"; fi; done <<'EOF'\n" + "\n".join(present) + "\nEOF"
@@ -204,6 +204,7 @@ def capture_state(sandbox: Sandbox, cfg: Config, env_dir: Path) -> dict[str, Any
             roots.append(p)  # a changed file (changed directories are just containers)
     files_dir = env_dir / "files"
     owners: dict[str, str] = {}
+    special: dict[str, str] = {}
     empty_dirs: list[str] = []
     total = 0
     for root in sorted(roots):
@@ -229,12 +230,15 @@ def capture_state(sandbox: Sandbox, cfg: Config, env_dir: Path) -> dict[str, Any
                     continue
                 if m.uid or m.gid:
                     owners[abs_path] = f"{m.uid}:{m.gid}"
+                    if m.mode & 0o7000 and not m.issym():  # chown clears setuid/setgid
+                        special[abs_path] = f"{m.mode & 0o7777:o}"
                 members.append(m)
             tar.extractall(dest, members=members, filter="fully_trusted")
     for d in files_dir.rglob("*"):
         if d.is_dir() and not any(d.iterdir()):
             empty_dirs.append("/" + str(d.relative_to(files_dir)))
-    return {"has_files": True, "deleted": deleted, "owners": owners, "empty_dirs": empty_dirs}
+    return {"has_files": True, "deleted": deleted, "owners": owners, "modes": special,
+            "empty_dirs": empty_dirs}
 
 
 # --- one task -----------------------------------------------------------------------------
@@ -671,8 +675,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """data/envs/<task_id>/ (Harbor task dirs), failed.jsonl and splits.json from accepted tasks."""
     cfg = ctx.cfg
     track = StageRun("envprep", cfg, ctx.paths.workdir)
-    tasks = read_jsonl(ctx.paths.accepted)
     docker = docker_client()
+    tasks = read_jsonl(ctx.paths.accepted)
     removed = remove_orphans(docker)
     if removed:
         log.info("removed %d container(s) left by an interrupted run", removed)

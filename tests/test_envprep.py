@@ -1,0 +1,302 @@
+"""Environment synthesis: validated Harbor task dirs, failures recorded, escapes contained,
+SIGKILL resume, no leftovers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from litecoder.io import read_jsonl, write_jsonl
+from litecoder.offline import StandIn
+from litecoder.offline import scenarios as S
+from litecoder.offline.server import MODEL_ID
+from litecoder.sandbox import Limits, Sandbox, build_image, docker_client, labels
+from litecoder.stages.envprep import capture_state, split
+from litecoder.taskdir import check_copy_sources, check_task_toml, render_dockerfile
+from tests.conftest import (
+    compose_cfg,
+    litecoder_leftovers,
+    make_project,
+    point_offline_teacher,
+    run,
+)
+
+pytestmark = pytest.mark.docker
+BASE = "litecoder-base:bookworm"
+
+
+def harbor_rewards(task_dir: Path, agent: str, jobs: Path) -> dict[str, float | None]:
+    run(
+        [
+            "harbor",
+            "run",
+            "-p",
+            str(task_dir),
+            "-a",
+            agent,
+            "-n",
+            "3",
+            "-o",
+            str(jobs),
+            "--job-name",
+            agent,
+            "-q",
+            "-y",
+        ],
+        task_dir.parent,
+        timeout=1200,
+    )
+    out = {}
+    for res in (jobs / agent).glob("*/result.json"):
+        r = json.loads(res.read_text())
+        out[r["task_name"]] = ((r.get("verifier_result") or {}).get("rewards") or {}).get("reward")
+    return out
+
+
+def test_smoke_builds_a_validated_environment_per_accepted_task(smoke: Path) -> None:
+    accepted = {r["id"] for r in read_jsonl(smoke / "data/tasks/accepted.jsonl")}
+    envs = smoke / "data/envs"
+    assert {p.name for p in envs.iterdir() if p.is_dir()} == accepted
+    assert read_jsonl(envs / "failed.jsonl") == []
+    for tid in accepted:
+        d = envs / tid
+        assert check_task_toml(d / "task.toml") == []
+        meta = tomllib.loads((d / "task.toml").read_text())["metadata"]["litecoder"]
+        assert meta["checks"] == {
+            "copy_sources": True,
+            "build": True,
+            "task_toml": True,
+            "start_state_fails": True,
+            "solution_passes": True,
+            "harbor_oracle": 1.0,
+        }
+        assert check_copy_sources(d / "environment") == []
+        # portable: no local image ids, only the named base image
+        dockerfile = (d / "environment/Dockerfile").read_text()
+        assert dockerfile.startswith(f"FROM {BASE}\n") and "sha256:" not in dockerfile
+        assert "network_mode: none" in (d / "environment/docker-compose.yaml").read_text()
+    splits = json.loads((envs / "splits.json").read_text())
+    assert sorted(splits["train"] + splits["heldout"]) == sorted(accepted)
+    assert 1 <= len(splits["heldout"]) < len(accepted)
+    m = json.loads((smoke / "metrics/envprep.json").read_text())
+    assert m["environments"] == len(accepted) and m["failed"] == 0
+    assert all(c["rate"] == 1.0 for c in m["checks"].values())
+    for t in m["per_task"].values():
+        assert t["total_s"] >= t["validation_s"] > 0 and t["build_s"] > 0
+
+
+def test_copied_environments_run_unchanged_with_harbor(smoke: Path, tmp_path: Path) -> None:
+    """Elsewhere on disk, `harbor run -a oracle` solves every task and `-a nop` solves none."""
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    for d in (smoke / "data/envs").iterdir():
+        if d.is_dir():
+            shutil.copytree(d, copy / d.name)
+    oracle = harbor_rewards(copy, "oracle", tmp_path / "jobs")
+    nop = harbor_rewards(copy, "nop", tmp_path / "jobs")
+    names = {d.name for d in copy.iterdir()}
+    assert oracle == dict.fromkeys(names, 1.0)
+    assert nop == dict.fromkeys(names, 0.0)
+
+
+def _project_with_tasks(tmp_path: Path, scenarios: list[S.Scenario]) -> Path:
+    project = make_project(tmp_path / "p", git=False)
+    recs = [
+        {
+            "id": f"t-{s.id.replace('_', '-')}",
+            "domain": "version_control",
+            "subtopic": "x",
+            "task": s.task,
+        }
+        for s in scenarios
+    ]
+    write_jsonl(project / "data/tasks/accepted.jsonl", recs)
+    return project
+
+
+FAST = [
+    "tracking=disabled",
+    "envprep.validate.harbor_oracle=false",
+    "envprep.concurrency=3",
+    "envprep.sandbox.command_timeout_s=5",
+    "envprep.sandbox.memory_mb=256",
+    "envprep.sandbox.pids=96",
+]
+
+
+def test_failures_are_recorded_and_the_stage_goes_on(tmp_path: Path) -> None:
+    by_id = {s.id: s for s in S.FAULTY}
+    scen = [
+        S.DS_CSV,
+        by_id["verifier_passes_at_start"],
+        by_id["solution_fails"],
+        *(
+            by_id[n]
+            for n in (
+                "escape_mount",
+                "escape_docker_socket",
+                "escape_fork_bomb",
+                "escape_memory",
+                "escape_sleep",
+            )
+        ),
+    ]
+    project = _project_with_tasks(tmp_path, scen)
+    run(["litecoder", "envprep", *FAST], project, timeout=900)
+    failed = {f["task_id"]: f for f in read_jsonl(project / "data/envs/failed.jsonl")}
+    assert (project / "data/envs/t-ds-csv-clean/task.toml").exists()  # the good one is built
+    expect = {
+        "t-verifier-passes-at-start": ("validate:start_state_fails", "passes on the untouched"),
+        "t-solution-fails": ("validate:solution_passes", "reward 0.0 after solve.sh"),
+        "t-escape-mount": ("setup", "reach the host: mounts the host root"),
+        "t-escape-docker-socket": ("setup", "reach the host: uses the Docker socket"),
+        "t-escape-fork-bomb": ("setup", "process limit reached"),
+        "t-escape-memory": ("setup", "out of memory"),
+        "t-escape-sleep": ("setup", "timed out"),
+    }
+    assert set(failed) == set(expect)
+    for tid, (step, why) in expect.items():
+        assert failed[tid]["step"] == step, failed[tid]
+        assert why in failed[tid]["reason"], failed[tid]
+    assert litecoder_leftovers()["containers"] == []
+    assert subprocess.run(["true"]).returncode == 0  # the host is fine
+
+
+def test_dockerfile_mode_catches_missing_copy_sources_and_failing_builds(tmp_path: Path) -> None:
+    by_id = {s.id: s for s in S.FAULTY}
+    project = _project_with_tasks(
+        tmp_path, [S.SA_CLEANUP, by_id["broken_copy"], by_id["broken_build"]]
+    )
+    run(["litecoder", "envprep", "envprep.mode=dockerfile", *FAST], project, timeout=900)
+    failed = {f["task_id"]: f for f in read_jsonl(project / "data/envs/failed.jsonl")}
+    assert failed["t-broken-copy"]["step"] == "validate:copy_sources"
+    assert (
+        "'data/input.csv' does not exist in the build context" in failed["t-broken-copy"]["reason"]
+    )
+    assert failed["t-broken-build"]["step"] == "validate:build"
+    assert "No module named 'numpy'" in failed["t-broken-build"]["reason"]
+    good = project / "data/envs/t-sa-cache-cleanup"
+    assert (good / "environment/setup.sh").exists() and set(failed) == {
+        "t-broken-copy",
+        "t-broken-build",
+    }
+    meta = tomllib.loads((good / "task.toml").read_text())["metadata"]["litecoder"]
+    assert meta["mode"] == "dockerfile" and meta["checks"]["solution_passes"] is True
+
+
+def test_killed_envprep_resumes_without_repeating_work(tmp_path: Path) -> None:
+    project = _project_with_tasks(tmp_path, [S.ML_METRICS, S.NET_PORTS, S.SEC_SUMS, S.BT_ZIPAPP])
+    with StandIn() as server:
+        point_offline_teacher(project, server.base_url)
+        cmd = [
+            "litecoder",
+            "envprep",
+            "envprep.concurrency=1",
+            "envprep.validate.harbor_oracle=false",
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            cwd=project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        work = project / ".litecoder/envprep"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not list(work.glob("*/outcome.json")):
+            time.sleep(0.2)
+        time.sleep(2)  # into the next task: its containers are running when the kill comes
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        finished = {p: p.stat().st_mtime_ns for p in work.glob("*/outcome.json")}
+        assert 1 <= len(finished) < 4
+        before = server.stats()["by_key"]
+
+        run(cmd, project, timeout=900)
+        after = server.stats()["by_key"]
+    m = json.loads((project / "metrics/envprep.json").read_text())
+    assert m["environments"] == 4 and m["failed"] == 0
+    # Finished tasks were not redone; the interrupted one left no half-written entry.
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
+    assert not list(work.glob(".tmp-*"))
+    # No request answered before the kill was sent again, except the one in flight.
+    repeated = [k for k, n in after.items() if n > 1]
+    assert len(repeated) <= 1 and set(repeated) <= set(before)
+    assert litecoder_leftovers() == {"containers": [], "dangling_images": []}
+
+
+def test_capture_keeps_modes_mtimes_owners_links_and_deletions(tmp_path: Path) -> None:
+    cfg = compose_cfg()
+    lim = Limits(memory_mb=256, command_timeout_s=30)
+    with Sandbox(BASE, lim, labels("test-capture", "t", "scratch")) as sb:
+        sb.exec(
+            "set -e; mkdir -p /app/sub /app/empty /srv/data; echo hi > /app/sub/a.txt;"
+            "chmod 640 /app/sub/a.txt; touch -d @1600000000 /app/sub/a.txt;"
+            "ln -s sub/a.txt /app/link; useradd -m alice; echo x > /srv/data/own;"
+            "chown alice /srv/data/own; chmod 4755 /srv/data/own; rm /etc/motd;"
+            "mkdir -p /tmp/noise && echo n > /tmp/noise/x"
+        )
+        state = capture_state(sb, cfg, tmp_path / "environment")
+    assert "/etc/motd" in state["deleted"] and "/app/empty" in state["empty_dirs"]
+    assert not (tmp_path / "environment/files/tmp").exists()
+    (tmp_path / "environment/Dockerfile").write_text(
+        render_dockerfile(cfg.envprep.base_image, workdir="/app", **state)
+    )
+    client = docker_client()
+    tag = "litecoder-test/capture:1"
+    build_image(client, tmp_path / "environment", tag, labels("test-capture", "t", "check"), 300)
+    try:
+        with Sandbox(tag, lim, labels("test-capture", "t", "check")) as sb:
+            out = sb.exec(
+                "stat -c '%a %Y' /app/sub/a.txt; readlink /app/link;"
+                "test -d /app/empty && echo empty; stat -c '%U %a' /srv/data/own;"
+                "test -e /etc/motd || echo nomotd; id alice >/dev/null && echo alice"
+            ).output
+    finally:
+        client.images.remove(tag, force=True)
+    assert out.split("\n")[:6] == [
+        "640 1600000000",
+        "sub/a.txt",
+        "empty",
+        "alice 4755",
+        "nomotd",
+        "alice",
+    ]
+
+
+def test_static_checks(tmp_path: Path) -> None:
+    env = tmp_path / "environment"
+    (env / "data").mkdir(parents=True)
+    (env / "data/a.csv").write_text("x")
+    (env / "Dockerfile").write_text(
+        "FROM x\n# COPY nothing.txt /\nCOPY data/a.csv /app/\n"
+        'COPY --chown=1:1 ["data/*.csv", "/b/"]\n'
+        "COPY --from=builder /out /out\nADD https://example.com/f /f\nCOPY \\\n  missing.txt /m\n"
+    )
+    assert check_copy_sources(env) == [
+        "COPY source 'missing.txt' does not exist in the build context"
+    ]
+    cfg = compose_cfg()
+    toml = tmp_path / "task.toml"
+    toml.write_text("[environment]\ncpus = 1\nmemroy_mb = 3\n[agent]\ntimeout_sec = 5\n")
+    errs = check_task_toml(toml, cfg.envprep.task)
+    assert "task.toml: unknown key environment.memroy_mb" in errs
+    assert any("agent.timeout_sec is 5.0, config says 900.0" in e for e in errs)
+    toml.write_text("not = [toml")
+    assert check_task_toml(toml)[0].startswith("task.toml does not parse")
+
+
+def test_split_is_stable() -> None:
+    ids = [f"t-{i}" for i in range(10)]
+    a = split(ids, 0.2)
+    assert a == split(list(reversed(ids)), 0.2) and len(a["heldout"]) == 2
+    assert split(["t-1"], 0.2) == {"train": ["t-1"], "heldout": []}
+    assert MODEL_ID
