@@ -249,6 +249,88 @@ class Envprep(Strict):
         return self
 
 
+class RolloutAgent(Strict):
+    name: str  # a Harbor agent (`harbor run -a NAME`)
+    label: str  # names the Harbor job and the scaffold in the dataset
+    share: float = Field(gt=0)  # of the tasks; shares are normalised
+    needs_network: bool = False  # installs itself from the internet inside the container
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # `--ak` agent kwargs
+
+
+class Rollout(Strict):
+    split: Literal["train", "all"] = "train"
+    n_attempts: int = Field(default=1, ge=1)
+    n_concurrent: int = Field(default=2, ge=1)
+    timeout_multiplier: float = Field(default=1.0, gt=0)
+    agent_timeout_multiplier: float | None = Field(default=None, gt=0)
+    # Whether the machine reaches the internet: agents with needs_network run only if so.
+    network_available: bool = False
+    # Registered with LiteLLM for endpoints it does not know (context length, output limit).
+    model_info: dict[str, Any] = Field(default_factory=dict)
+    harbor_timeout_s: float = Field(default=7200, gt=0)
+    agents: list[RolloutAgent] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _agents(self) -> Rollout:
+        labels = [a.label for a in self.agents]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"agents: labels must be unique, got {labels}")
+        for a in self.agents:
+            if a.needs_network and not self.network_available:
+                raise ValueError(
+                    f"agents: {a.label!r} ({a.name}) installs itself over the network, but "
+                    "network_available is false"
+                )
+        return self
+
+
+class LoopRule(Strict):
+    # The same command (turn's keystrokes) more than this many times in one trajectory.
+    max_repeats: int = Field(default=3, ge=1)
+    # Count a repeat only when the observation repeats too.
+    with_observation: bool = False
+    # A cycle of 2..max_cycle_length commands repeated back to back more than this many times.
+    max_cycle_repeats: int = Field(default=2, ge=1)
+    max_cycle_length: int = Field(default=4, ge=2)
+
+
+class Filter(Strict):
+    min_reward: float = Field(default=1.0, ge=0, le=1)
+    max_turns: int = Field(default=60, gt=0)
+    max_context_tokens: int = Field(default=32768, gt=0)
+    max_parse_error_run: int = Field(default=1, ge=0)
+    loop: LoopRule = LoopRule()
+    drop_agent_timeouts: bool = True
+    dedupe: bool = True
+    # Trial exceptions that are the agent's own failing; every other one is infrastructure.
+    agent_error_types: list[str] = Field(default_factory=list)
+
+
+class TokenizerSettings(Strict):
+    # A Hugging Face tokenizer (local dir or hub name, with a chat template) of the student.
+    path: str | None = None
+    # With no path: train a small byte-level BPE tokenizer on the data (offline smoke runs).
+    build_vocab_size: int = Field(default=4096, ge=300)
+
+
+class Sft(Strict):
+    # Scaffold format(s) to render, with weights; trajectories are assigned by hash.
+    formats: dict[Literal["terminus_json", "terminus_xml", "openai_tools"], float] = Field(
+        min_length=1
+    )
+    drop_parse_error_turns: bool = True
+    max_seq_len: int = Field(default=8192, gt=0)
+    overlength: Literal["split", "drop"] = "split"
+    tokenizer: TokenizerSettings = TokenizerSettings()
+    world_model: bool = True  # also write (history + command) -> observation records
+
+    @model_validator(mode="after")
+    def _weights(self) -> Sft:
+        if any(w < 0 for w in self.formats.values()) or sum(self.formats.values()) <= 0:
+            raise ValueError("formats: weights must be >= 0 and not all 0")
+        return self
+
+
 class Tracking(Strict):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "litecoder"
@@ -279,9 +361,9 @@ class Config(Strict):
     tracking: Tracking
     llm: LLM = LLM()
     envprep: Envprep
-    rollout: dict[str, Any] = Field(default_factory=dict)
-    filter: dict[str, Any] = Field(default_factory=dict)
-    sft: dict[str, Any] = Field(default_factory=dict)
+    rollout: Rollout
+    filter: Filter
+    sft: Sft
     train: dict[str, Any] = Field(default_factory=dict)
     eval: dict[str, Any] = Field(default_factory=dict)
 

@@ -24,6 +24,9 @@ class Paths:
         self.accepted = tasks / "accepted.jsonl"
         self.duplicates = tasks / "duplicates.jsonl"
         self.envs = workdir / "data" / "envs"
+        self.rollouts = workdir / "data" / "rollouts"
+        self.trajectories = workdir / "data" / "trajectories"
+        self.sft = workdir / "data" / "sft"
         self.metrics = workdir / "metrics"
 
 
@@ -57,7 +60,7 @@ def cache_dir(cfg: Config, root: Path) -> Path | None:
 def stage_context(cfg: Config, root: Path, workdir: Path) -> Iterator[StageContext]:
     cache = open_cache(cache_dir(cfg, root))
     try:
-        with Endpoints(cfg) as endpoints:
+        with Endpoints(cfg, root) as endpoints:
             yield StageContext(cfg, root, Paths(workdir), endpoints, cache, UsageBook())
     finally:
         if cache is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from litecoder.config import Config
 from litecoder.context import StageContext, stage_context
-from litecoder.stages import dedup, envprep, judge, sample
+from litecoder.stages import dedup, envprep, filter, judge, rollout, sample, sft
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,9 @@ STAGES: dict[str, StageFn] = {
     "judge": judge.run,
     "dedup": dedup.run,
     "envprep": envprep.run,
+    "rollout": rollout.run,
+    "filter": filter.run,
+    "sft": sft.run,
 }
 ORDER = list(STAGES)
 

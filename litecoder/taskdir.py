@@ -14,6 +14,8 @@ import glob
 import json
 import re
 import shlex
+import shutil
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,12 @@ ISOLATED_COMPOSE = (
     "# Written by litecoder: the task runs without network (Docker enforces it).\n"
     "services:\n  main:\n    network_mode: none\n"
 )
+
+
+def harbor_bin() -> str:
+    """The `harbor` CLI of this environment (beside the interpreter), else from PATH."""
+    local = Path(sys.executable).parent / "harbor"
+    return str(local) if local.exists() else (shutil.which("harbor") or "harbor")
 
 
 # --- Dockerfile ---------------------------------------------------------------------------

@@ -78,18 +78,22 @@ class StageRun:
     workdir: Path
     metrics: dict[str, Any] = field(default_factory=dict)
     table: list[dict[str, Any]] = field(default_factory=list)
+    histograms: dict[str, list[float]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     @property
     def metrics_path(self) -> Path:
         return self.workdir / "metrics" / f"{self.stage}.json"
 
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
     def finish(self) -> dict[str, Any]:
         self.metrics["duration_s"] = round(time.monotonic() - self.started, 3)
         self.metrics["stage"] = self.stage
         self.metrics["experiment"] = self.cfg.experiment.name
         write_json(self.metrics_path, self.metrics)
-        log_wandb(self.cfg, self.stage, self.workdir, self.metrics, self.table)
+        log_wandb(self.cfg, self.stage, self.workdir, self.metrics, self.table, self.histograms)
         return self.metrics
 
 
@@ -110,6 +114,7 @@ def log_wandb(
     workdir: Path,
     metrics: dict[str, Any],
     rows: list[dict[str, Any]],
+    histograms: dict[str, list[float]] | None = None,
 ) -> None:
     t = cfg.tracking
     if t.mode == "disabled":
@@ -138,6 +143,9 @@ def log_wandb(
                 columns=cols, data=[[str(r.get(c, "")) for c in cols] for r in rows]
             )
             run.log({f"{stage}/samples": table})
+        for name, values in (histograms or {}).items():
+            if values:
+                run.log({f"{stage}/{name}": wandb.Histogram(values)})
     finally:
         run.finish()
 

@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 import urllib.request
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from litecoder.config import Config
@@ -22,16 +24,25 @@ class StandIn:
     slow_s: float | None = None
     seed: int = 0
     api_key_env: str | None = None
+    port: int = 0  # preferred port (0: any); falls back to any port if it is taken
     base_url: str = ""
     _proc: subprocess.Popen[str] | None = None
 
     def start(self) -> StandIn:
+        try:
+            return self._start(self.port)
+        except RuntimeError:
+            if not self.port:
+                raise
+            return self._start(0)  # the preferred port is taken
+
+    def _start(self, port: int) -> StandIn:
         cmd = [
             sys.executable,
             "-m",
             "litecoder.offline.server",
             "--port",
-            "0",
+            str(port),
             "--latency",
             str(self.latency_s),
             "--fault-rate",
@@ -45,7 +56,9 @@ class StandIn:
             cmd += ["--api-key-env", self.api_key_env]
         if self.slow_s is not None:
             cmd += ["--slow-s", str(self.slow_s)]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self._proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
         if not line.startswith("READY "):
@@ -80,10 +93,14 @@ def stand_in_stats(base_url: str) -> dict[str, Any]:
 
 
 class Endpoints:
-    """Base URL per model role; one stand-in is started lazily for roles without an endpoint."""
+    """Base URL per model role; one stand-in is started lazily for roles without an endpoint.
 
-    def __init__(self, cfg: Config):
+    The stand-in prefers a port derived from the project directory, so that Harbor jobs,
+    which record their endpoint, can be resumed by a later run."""
+
+    def __init__(self, cfg: Config, root: Path | None = None):
         self.cfg = cfg
+        self.root = root
         self.stand_in: StandIn | None = None
 
     def url(self, role: str) -> str:
@@ -91,7 +108,8 @@ class Endpoints:
         if t.base_url:
             return t.base_url
         if self.stand_in is None:
-            self.stand_in = StandIn().start()
+            port = 20000 + zlib.crc32(str(self.root).encode()) % 20000 if self.root else 0
+            self.stand_in = StandIn(port=port).start()
         return self.stand_in.base_url
 
     def __enter__(self) -> Endpoints:

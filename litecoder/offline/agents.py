@@ -136,6 +136,124 @@ def envprep_answer(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
     )
 
 
+# --- Terminus-2 -----------------------------------------------------------------------------
+
+TERMINUS_MARKER = "You are an AI assistant tasked with solving command-line tasks"
+# Behaviours a request can ask for through the model name (`<model>@<behaviour>`); without
+# one, each scenario's own behaviour is played.
+BEHAVIOURS = ("solve", "fail", "loop", "garbled", "stall")
+
+
+def is_terminus(messages: list[dict[str, Any]]) -> bool:
+    first = next((m for m in messages if m.get("role") == "user"), {})
+    return str(first.get("content") or "").startswith(TERMINUS_MARKER)
+
+
+def _heredoc(script: str) -> str:
+    return f"bash <<'LITECODER_EOF'\n{script.rstrip()}\nLITECODER_EOF\n"
+
+
+def terminus_turns(scen: S.Scenario | None, behaviour: str) -> list[dict[str, Any]]:
+    """Turns as (analysis, plan, commands, task_complete); the last is repeated as needed."""
+    look = {"keystrokes": "ls -la\n", "duration": 0.2}
+    done = {
+        "analysis": "The work is finished.",
+        "plan": "Confirm completion.",
+        "commands": [],
+        "task_complete": True,
+    }
+    if scen is None or not scen.runnable:
+        return [
+            {
+                "analysis": "I cannot tell what to do.",
+                "plan": "Stop.",
+                "commands": [look],
+                "task_complete": True,
+            },
+            done,
+        ]
+    if behaviour == "loop":
+        cmd = {"keystrokes": (scen.loop_command or "ls -la") + "\n", "duration": 0.2}
+        turn = {
+            "analysis": "I need to look at the files again.",
+            "plan": "List them once more.",
+            "commands": [cmd],
+            "task_complete": False,
+        }
+        return [turn] * 8 + [done, done]
+    if behaviour == "stall":
+        wait = {"keystrokes": "sleep 30\n", "duration": 30}
+        return [
+            {
+                "analysis": "Waiting for the job.",
+                "plan": "Wait.",
+                "commands": [wait],
+                "task_complete": False,
+            }
+        ]
+    script = (
+        scen.solution
+        if behaviour in ("solve", "garbled")
+        else (scen.wrong_solution or "echo 'I believe this is already done.'\n")
+    )
+    turns = [
+        {
+            "analysis": "A fresh shell; I should inspect the working directory first.",
+            "plan": "List the files.",
+            "commands": [look],
+            "task_complete": False,
+        },
+        {
+            "analysis": "I know the layout now.",
+            "plan": "Run the whole fix as one script.",
+            "commands": [{"keystrokes": _heredoc(script), "duration": 3.0}],
+            "task_complete": False,
+        },
+        {
+            "analysis": "The script ran.",
+            "plan": "Check the result and finish.",
+            "commands": [{"keystrokes": "echo check-done\n", "duration": 0.2}],
+            "task_complete": True,
+        },
+        done,
+    ]
+    if behaviour == "garbled":
+        return [{"garbled": True}] * 3 + turns
+    return turns
+
+
+def _render(turn: dict[str, Any], parser: str) -> str:
+    if turn.get("garbled"):
+        return 'Let me think about this... {"analysis": "unfinished'
+    if parser == "json":
+        return json.dumps(
+            {k: turn[k] for k in ("analysis", "plan", "commands", "task_complete")}, indent=2
+        )
+    cmds = "".join(
+        f'<keystrokes duration="{c["duration"]}">{c["keystrokes"]}</keystrokes>\n'
+        for c in turn["commands"]
+    )
+    complete = "<task_complete>true</task_complete>\n" if turn["task_complete"] else ""
+    return (
+        f"<response>\n<analysis>{turn['analysis']}</analysis>\n<plan>{turn['plan']}</plan>\n"
+        f"<commands>\n{cmds}</commands>\n{complete}</response>"
+    )
+
+
+def terminus_answer(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
+    first = next(m for m in messages if m.get("role") == "user")
+    prompt = str(first.get("content") or "")
+    parser = "xml" if "Format your response as XML" in prompt else "json"
+    instruction = prompt.split("Task Description:", 1)[-1].split("Current terminal state:", 1)[0]
+    scen = S.find(instruction)
+    model = str(body.get("model") or "")
+    behaviour = model.rsplit("@", 1)[1] if "@" in model else (scen.behaviour if scen else "solve")
+    turns = terminus_turns(scen, behaviour if behaviour in BEHAVIOURS else "solve")
+    n = sum(1 for m in messages if m.get("role") == "assistant")
+    return _render(turns[min(n, len(turns) - 1)], parser)
+
+
 ROUTES = [
     ("envprep", lambda m: envprep_step(m) is not None, envprep_answer),
+    ("terminus", is_terminus, terminus_answer),
 ]

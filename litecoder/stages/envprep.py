@@ -32,7 +32,6 @@ import os
 import shlex
 import shutil
 import socket
-import sys
 import tarfile
 import time
 import uuid
@@ -66,6 +65,7 @@ from litecoder.taskdir import (
     check_copy_sources,
     check_layout,
     check_task_toml,
+    harbor_bin,
     render_dockerfile,
     task_toml,
 )
@@ -237,8 +237,13 @@ def capture_state(sandbox: Sandbox, cfg: Config, env_dir: Path) -> dict[str, Any
     for d in files_dir.rglob("*"):
         if d.is_dir() and not any(d.iterdir()):
             empty_dirs.append("/" + str(d.relative_to(files_dir)))
-    return {"has_files": True, "deleted": deleted, "owners": owners, "modes": special,
-            "empty_dirs": empty_dirs}
+    return {
+        "has_files": True,
+        "deleted": deleted,
+        "owners": owners,
+        "modes": special,
+        "empty_dirs": empty_dirs,
+    }
 
 
 # --- one task -----------------------------------------------------------------------------
@@ -593,12 +598,6 @@ class Envprep:
 
 
 # --- the stage ----------------------------------------------------------------------------
-
-
-def harbor_bin() -> str:
-    """The `harbor` CLI of this environment (beside the interpreter), else from PATH."""
-    local = Path(sys.executable).parent / "harbor"
-    return str(local) if local.exists() else (shutil.which("harbor") or "harbor")
 
 
 def fingerprint(cfg: Config, task: dict[str, Any]) -> str:

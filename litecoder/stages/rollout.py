@@ -1,0 +1,290 @@
+"""Stage `rollout`: Harbor trials of the teacher agent over the environments.
+
+The tasks of the chosen split are shared among `rollout.agents` by share (deterministically,
+by task hash); each agent is one Harbor job, described by Harbor's own JobConfig and run with
+`harbor run -c`, the teacher (`models.agent`) as an OpenAI-compatible endpoint (`api_base`).
+Jobs land in data/rollouts/<label>-<fingerprint>/ exactly as Harbor writes them (ATIF
+trajectories, rewards, results), so Harbor's viewer opens them. A job that was interrupted is
+continued with `harbor job resume`, which runs only the trials that have no result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from litecoder.config import Config, RolloutAgent
+from litecoder.context import StageContext
+from litecoder.io import write_text
+from litecoder.sandbox import docker_client
+from litecoder.taskdir import harbor_bin
+from litecoder.tracking import StageRun, progress
+
+log = logging.getLogger(__name__)
+
+
+def assign(task_ids: list[str], agents: list[RolloutAgent]) -> dict[str, list[str]]:
+    """Share the tasks among agents by share (largest remainder), stable under reordering."""
+    order = sorted(task_ids, key=lambda t: hashlib.sha256(t.encode()).hexdigest())
+    total = sum(a.share for a in agents)
+    exact = {a.label: len(order) * a.share / total for a in agents}
+    counts = {k: int(v) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: (-(exact[k] - counts[k]), k))[
+        : len(order) - sum(counts.values())
+    ]:
+        counts[k] += 1
+    out, i = {}, 0
+    for a in agents:
+        out[a.label] = sorted(order[i : i + counts[a.label]])
+        i += counts[a.label]
+    return out
+
+
+def task_meta(task_dir: Path) -> dict[str, Any]:
+    meta = tomllib.loads((task_dir / "task.toml").read_text()).get("metadata", {})
+    return meta.get("litecoder", {})
+
+
+def job_config(
+    cfg: Config,
+    agent: RolloutAgent,
+    task_dirs: list[Path],
+    jobs_dir: Path,
+    job_name: str,
+    api_base: str,
+) -> dict[str, Any]:
+    """A Harbor JobConfig (validated by Harbor's own model) for one agent's share of tasks."""
+    from harbor.models.job.config import JobConfig
+
+    teacher = cfg.teacher("agent")
+    r = cfg.rollout
+    kwargs = dict(agent.kwargs)
+    if agent.name.startswith("terminus"):
+        kwargs.setdefault("api_base", api_base)
+        if r.model_info:
+            kwargs.setdefault("model_info", r.model_info)
+    job = JobConfig.model_validate(
+        {
+            "job_name": job_name,
+            "jobs_dir": str(jobs_dir),
+            "n_attempts": r.n_attempts,
+            "n_concurrent_trials": r.n_concurrent,
+            "timeout_multiplier": r.timeout_multiplier,
+            "agent_timeout_multiplier": r.agent_timeout_multiplier,
+            "quiet": True,
+            "agents": [
+                {
+                    "name": agent.name,
+                    "model_name": f"{teacher.litellm_provider}/{teacher.model}",
+                    "kwargs": kwargs,
+                }
+            ],
+            "tasks": [{"path": str(d)} for d in task_dirs],
+        }
+    )
+    return job.model_dump(mode="json")
+
+
+def fingerprint(cfg: Config, agent: RolloutAgent, task_dirs: list[Path]) -> str:
+    teacher = cfg.teacher("agent").model_dump(
+        exclude={"limits", "base_url", "timeout_s", "max_retries"}
+    )
+    payload = {
+        "agent": agent.model_dump(),
+        "teacher": teacher,
+        "rollout": cfg.rollout.model_dump(exclude={"agents", "n_concurrent", "harbor_timeout_s"}),
+        "tasks": [[d.name, task_meta(d).get("fingerprint")] for d in task_dirs],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def trial_results(job_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for res in sorted(job_dir.glob("*/result.json")):
+        r = json.loads(res.read_text())
+        if r.get("finished_at"):
+            out.append(r)
+    return out
+
+
+def harbor_env(cfg: Config) -> dict[str, str]:
+    """Environment of the Harbor process: the teacher's key as LiteLLM's OPENAI_API_KEY (in
+    memory only; Harbor's config files never see it)."""
+    teacher = cfg.teacher("agent")
+    key = os.environ.get(teacher.api_key_env, "") if teacher.api_key_env else ""
+    return {
+        **os.environ,
+        "OPENAI_API_KEY": key or "EMPTY",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+
+
+def run_job(
+    cmd: list[str], cfg: Config, job_dir: Path, expected: int, bar: Any, log_path: Path
+) -> float:
+    """Run a Harbor command, advancing the bar as trial results appear. Returns its seconds."""
+    start = time.monotonic()
+    seen = len(trial_results(job_dir)) if job_dir.exists() else 0
+    with log_path.open("a") as logf:
+        proc = subprocess.Popen(
+            cmd, stdout=logf, stderr=subprocess.STDOUT, env=harbor_env(cfg), start_new_session=True
+        )
+        try:
+            while proc.poll() is None:
+                time.sleep(1)
+                now = len(trial_results(job_dir)) if job_dir.exists() else 0
+                if now > seen:
+                    bar.advance(now - seen)
+                    seen = now
+                if time.monotonic() - start > cfg.rollout.harbor_timeout_s:
+                    proc.kill()
+                    raise RuntimeError(f"harbor did not finish in {cfg.rollout.harbor_timeout_s}s")
+        except BaseException:
+            if proc.poll() is None:
+                proc.terminate()  # Harbor tears its containers down on SIGTERM
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            raise
+    now = len(trial_results(job_dir)) if job_dir.exists() else 0
+    bar.advance(max(0, now - seen))
+    if proc.returncode != 0 and now < expected:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"harbor exited {proc.returncode}: {' | '.join(tail)}")
+    return time.monotonic() - start
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """data/rollouts/<job>/ (Harbor job dirs) from data/envs and the teacher."""
+    cfg = ctx.cfg
+    track = StageRun("rollout", cfg, ctx.paths.workdir)
+    docker_client()  # a clear error now if Docker is not there
+    envs = ctx.paths.envs
+    splits = json.loads((envs / "splits.json").read_text())
+    task_ids = splits["train"] + (splits["heldout"] if cfg.rollout.split == "all" else [])
+    shares = assign(task_ids, cfg.rollout.agents)
+    rollouts = ctx.paths.rollouts
+    rollouts.mkdir(parents=True, exist_ok=True)
+    work = ctx.root / ".litecoder" / "rollout"
+    work.mkdir(parents=True, exist_ok=True)
+    api_base = ctx.endpoints.url("agent")
+
+    jobs = []
+    for agent in cfg.rollout.agents:
+        dirs = [(envs / t).resolve() for t in shares[agent.label]]
+        if not dirs:
+            continue
+        name = f"{agent.label}-{fingerprint(cfg, agent, dirs)}"
+        jobs.append((agent, dirs, name))
+    keep = {name for _, _, name in jobs}
+    for stale in rollouts.iterdir():  # jobs of an earlier config
+        if stale.is_dir() and stale.name not in keep:
+            shutil.rmtree(stale)
+
+    expected_total = sum(len(d) * cfg.rollout.n_attempts for _, d, _ in jobs)
+    harbor_s = 0.0
+    resumed = 0
+    with progress("rollout", expected_total) as bar:
+        for agent, dirs, name in jobs:
+            job_dir = rollouts / name
+            expected = len(dirs) * cfg.rollout.n_attempts
+            if (job_dir / "config.json").exists():
+                stored = json.loads((job_dir / "config.json").read_text())
+                stored_base = stored["agents"][0]["kwargs"].get("api_base")
+                if stored_base and stored_base != api_base:
+                    log.warning(
+                        "%s was run against %s, now %s: starting it again",
+                        name,
+                        stored_base,
+                        api_base,
+                    )
+                    shutil.rmtree(job_dir)
+            done = len(trial_results(job_dir)) if job_dir.exists() else 0
+            if done >= expected:
+                bar.advance(expected)
+                continue
+            log_path = work / f"{name}.log"
+            if job_dir.exists():
+                resumed += 1
+                log.info("resuming %s (%d/%d trials done)", name, done, expected)
+                cmd = [harbor_bin(), "job", "resume", "-p", str(job_dir)]
+            else:
+                conf = job_config(cfg, agent, dirs, rollouts.resolve(), name, api_base)
+                conf_path = work / f"{name}.json"
+                write_text(conf_path, json.dumps(conf, indent=2))
+                cmd = [harbor_bin(), "run", "-c", str(conf_path), "-y"]
+            harbor_s += run_job(cmd, cfg, job_dir, expected, bar, log_path)
+
+    # Statistics from Harbor's own results.
+    trials = []
+    for agent, _dirs, name in jobs:
+        for r in trial_results(rollouts / name):
+            task_dir = envs / r["task_name"]
+            meta = task_meta(task_dir) if task_dir.exists() else {}
+            reward = ((r.get("verifier_result") or {}).get("rewards") or {}).get("reward")
+            exc = (r.get("exception_info") or {}).get("exception_type")
+            started, finished = r.get("started_at"), r.get("finished_at")
+            trials.append(
+                {
+                    "agent": agent.label,
+                    "domain": meta.get("domain", "?"),
+                    "reward": reward,
+                    "exception": exc,
+                    "seconds": _seconds(started, finished),
+                }
+            )
+    per_agent: dict[str, dict[str, Any]] = {}
+    per_domain: dict[str, dict[str, Any]] = {}
+    for t in trials:
+        for key, table in ((t["agent"], per_agent), (t["domain"], per_domain)):
+            d = table.setdefault(key, {"trials": 0, "solved": 0, "errors": 0})
+            d["trials"] += 1
+            d["solved"] += int(t["reward"] == 1.0)
+            d["errors"] += int(bool(t["exception"]))
+    n = max(1, len(trials))
+    wall = track.elapsed()
+    mean_trial = sum(t["seconds"] for t in trials) / n
+    track.metrics.update(
+        {
+            "trials": len(trials),
+            "expected_trials": expected_total,
+            "solved": sum(t["reward"] == 1.0 for t in trials),
+            "mean_reward": round(sum(t["reward"] or 0.0 for t in trials) / n, 4),
+            "errors": sum(bool(t["exception"]) for t in trials),
+            "errors_by_type": dict(Counter(t["exception"] for t in trials if t["exception"])),
+            "jobs": [name for _, _, name in jobs],
+            "resumed_jobs": resumed,
+            "per_agent": per_agent,
+            "per_domain": per_domain,
+            "timing": {
+                "stage_wall_s": round(wall, 2),
+                "harbor_wall_s": round(harbor_s, 2),
+                "litecoder_overhead_s": round(wall - harbor_s, 2),
+                "mean_harbor_trial_s": round(mean_trial, 2),
+                "litecoder_overhead_per_trial_s": round((wall - harbor_s) / n, 3),
+            },
+        }
+    )
+    track.table = [{k: str(v) for k, v in t.items()} for t in trials]
+    return track.finish()
+
+
+def _seconds(a: str | None, b: str | None) -> float:
+    from datetime import datetime
+
+    if not a or not b:
+        return 0.0
+    return (
+        datetime.fromisoformat(b.replace("Z", "+00:00"))
+        - datetime.fromisoformat(a.replace("Z", "+00:00"))
+    ).total_seconds()

@@ -1,0 +1,410 @@
+"""Stage `sft`: kept trajectories -> the SFT dataset.
+
+data/sft/train.jsonl holds chat records ({"messages": [{"role", "content", ...}], "tools"?})
+in the form Axolotl's `type: chat_template` reads, data/sft/hf/ the same as a `datasets`
+dataset (`load_from_disk`), data/sft/world_model.jsonl state-prediction records, and
+data/sft/README.md the dataset card. Token counts use the target tokenizer and its chat
+template (a small one is trained on the data when none is configured); records longer than
+`max_seq_len` are split at turn boundaries or dropped. metrics/funnel.json follows every task
+from sampling to rows, per domain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from litecoder.config import Config
+from litecoder.context import StageContext
+from litecoder.io import read_jsonl, write_json, write_jsonl, write_text
+from litecoder.tracking import StageRun
+from litecoder.trajectory import Trajectory, render
+
+CHATML_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "{%- if loop.first and tools -%}"
+    "<|im_start|>system\n{{ m.content if m.role == 'system' else '' }}\n\n# Tools\n"
+    "{{ tools | tojson }}<|im_end|>\n"
+    "{%- if m.role != 'system' -%}"
+    "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{%- endif -%}"
+    "{%- else -%}"
+    "<|im_start|>{{ m.role }}\n{{ m.content if m.content else '' }}"
+    "{%- for c in (m.tool_calls or []) -%}"
+    '\n<tool_call>\n{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments }}}'
+    "\n</tool_call>"
+    "{%- endfor -%}<|im_end|>\n"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+)
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+WORLD_MODEL_SYSTEM = (
+    "You simulate a Linux terminal. Given a task, the session so far and the next keystrokes, "
+    "answer with exactly what the terminal shows next."
+)
+
+
+def pick_format(trial: str, weights: dict[str, float]) -> str:
+    """Deterministic weighted choice of a format for a trajectory."""
+    items = [(f, w) for f, w in sorted(weights.items()) if w > 0]
+    total = sum(w for _, w in items)
+    x = int(hashlib.sha256(trial.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF * total
+    for f, w in items:
+        if x < w:
+            return f
+        x -= w
+    return items[-1][0]
+
+
+def build_tokenizer(texts: list[str], vocab_size: int, out: Path) -> Any:
+    """A byte-level BPE tokenizer trained on the data, with a ChatML chat template (offline)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        additional_special_tokens=SPECIAL,
+        model_max_length=131072,
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    fast.save_pretrained(out)
+    return fast
+
+
+def load_tokenizer(cfg: Config, texts: list[str], out: Path) -> tuple[Any, str]:
+    from transformers import AutoTokenizer
+
+    t = cfg.sft.tokenizer
+    if t.path:
+        tok = AutoTokenizer.from_pretrained(t.path)
+        if not tok.chat_template:
+            raise ValueError(f"sft.tokenizer.path {t.path!r} has no chat template")
+        return tok, t.path
+    return build_tokenizer(texts, t.build_vocab_size, out), "trained on this data (tokenizer/)"
+
+
+def n_tokens(tok: Any, record: dict[str, Any]) -> int:
+    ids = tok.apply_chat_template(
+        record["messages"], tools=record.get("tools"), tokenize=True, return_dict=False
+    )
+    if hasattr(ids, "keys"):  # a BatchEncoding, whatever return_dict says
+        ids = ids["input_ids"]
+    return len(ids)
+
+
+def split_record(record: dict[str, Any], tok: Any, max_len: int) -> list[dict[str, Any]]:
+    """Split at turn boundaries: every piece keeps the task prompt, carries the last screen of
+    the piece before it, and ends with an assistant turn."""
+    msgs = record["messages"]
+    first_asst = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+    prefix, rest = msgs[:first_asst], msgs[first_asst:]
+    groups: list[list[dict[str, Any]]] = []
+    for m in rest:
+        if m["role"] == "assistant":
+            groups.append([m])
+        else:
+            groups[-1].append(m)
+    pieces: list[dict[str, Any]] = []
+    i = 0
+    carry = ""
+    while i < len(groups):
+        head = [dict(m) for m in prefix]
+        if carry:
+            head[-1]["content"] = f"{head[-1]['content']}\n\n(continued) Terminal so far:\n{carry}"
+        body: list[dict[str, Any]] = []
+        j = i
+        while j < len(groups):
+            trial = {**record, "messages": head + body + groups[j]}
+            if n_tokens(tok, _trim(trial)) > max_len:
+                break
+            body += groups[j]
+            j += 1
+        if j == i:  # one turn alone is too long
+            return []
+        piece = _trim({**record, "messages": head + body})
+        pieces.append(piece)
+        carry = str(groups[j - 1][-1].get("content") or "")[-2000:] if j < len(groups) else ""
+        i = j
+    return pieces
+
+
+def _trim(record: dict[str, Any]) -> dict[str, Any]:
+    """A training record ends with the assistant's turn."""
+    msgs = list(record["messages"])
+    while msgs and msgs[-1]["role"] != "assistant":
+        msgs.pop()
+    return {**record, "messages": msgs}
+
+
+def world_model_records(traj: Trajectory, max_chars: int = 12000) -> list[dict[str, Any]]:
+    out = []
+    history = f"$ (session start)\n{traj.initial_screen.strip()}\n"
+    for t in traj.turns:
+        if t.parse_error or not t.commands:
+            continue
+        keys = "".join(c["keystrokes"] for c in t.commands)
+        user = (
+            f"Task:\n{traj.instruction}\n\nSession so far:\n{history[-max_chars:]}\n"
+            f"Next keystrokes:\n{keys}"
+        )
+        out.append(
+            {
+                "messages": [
+                    {"role": "system", "content": WORLD_MODEL_SYSTEM},
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": t.observation},
+                ],
+                "trial": traj.trial,
+                "task_id": traj.task_id,
+            }
+        )
+        history += f"{keys}{t.observation}\n"
+    return out
+
+
+def funnel(workdir: Path, rows_by_domain: dict[str, int]) -> dict[str, Any]:
+    """sampled -> accepted -> unique -> environments -> trials -> kept -> rows, per domain."""
+
+    def load(name: str) -> dict[str, Any]:
+        p = workdir / "metrics" / f"{name}.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    s, j, d, e, r, f = (
+        load(n) for n in ("sample", "judge", "dedup", "envprep", "rollout", "filter")
+    )
+    columns = {
+        "sampled": {k: v["sampled"] for k, v in s.get("per_domain", {}).items()},
+        "accepted": {k: v["accepted"] for k, v in j.get("per_domain", {}).items()},
+        "unique": {k: v["kept"] for k, v in d.get("per_domain", {}).items()},
+        "environments": {k: v["environments"] for k, v in e.get("per_domain", {}).items()},
+        "trials": {k: v["trials"] for k, v in r.get("per_domain", {}).items()},
+        "kept": {k: v["kept"] for k, v in f.get("per_domain", {}).items()},
+        "rows": rows_by_domain,
+    }
+    domains = sorted({dom for col in columns.values() for dom in col})
+    return {
+        "total": {c: sum(v.values()) for c, v in columns.items()},
+        "per_domain": {dom: {c: columns[c].get(dom, 0) for c in columns} for dom in domains},
+    }
+
+
+def _stats(xs: list[int]) -> dict[str, float]:
+    if not xs:
+        return {"count": 0}
+    return {
+        "count": len(xs),
+        "mean": round(statistics.mean(xs), 1),
+        "median": statistics.median(xs),
+        "max": max(xs),
+        "min": min(xs),
+    }
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """data/sft/ (train.jsonl, hf/, world_model.jsonl, README.md) from kept trajectories."""
+    cfg = ctx.cfg
+    track = StageRun("sft", cfg, ctx.paths.workdir)
+    kept = read_jsonl(ctx.paths.trajectories / "kept.jsonl")
+    out = ctx.paths.sft
+    trajs = [(rec, Trajectory.from_dict(rec["trajectory"])) for rec in kept]
+
+    rendered = []
+    for rec, traj in trajs:
+        fmt = pick_format(traj.trial, cfg.sft.formats)
+        chat = render(traj, fmt, drop_parse_errors=cfg.sft.drop_parse_error_turns)  # type: ignore[arg-type]
+        rendered.append((rec, traj, fmt, chat))
+    texts = [json.dumps(c, ensure_ascii=False) for *_, c in rendered] or ["empty"]
+    tok, tok_name = load_tokenizer(cfg, texts, out / "tokenizer")
+
+    rows: list[dict[str, Any]] = []
+    split_n = dropped = 0
+    for rec, traj, fmt, chat in rendered:
+        n = n_tokens(tok, chat)
+        pieces = [chat]
+        if n > cfg.sft.max_seq_len:
+            pieces = (
+                split_record(chat, tok, cfg.sft.max_seq_len)
+                if cfg.sft.overlength == "split"
+                else []
+            )
+            if pieces:
+                split_n += 1
+            else:
+                dropped += 1
+        for k, piece in enumerate(pieces):
+            rows.append(
+                {
+                    **piece,
+                    "trial": traj.trial,
+                    "task_id": traj.task_id,
+                    "domain": rec["domain"],
+                    "scaffold": rec["agent_label"],
+                    "format": fmt,
+                    "part": k,
+                    "turns": sum(m["role"] == "assistant" for m in piece["messages"]),
+                    "tokens": n if len(pieces) == 1 else n_tokens(tok, piece),
+                }
+            )
+    write_jsonl(out / "train.jsonl", rows)
+    _save_hf(rows, out / "hf")
+    wm = [r for _, t in trajs for r in world_model_records(t)] if cfg.sft.world_model else []
+    if cfg.sft.world_model:
+        write_jsonl(out / "world_model.jsonl", wm)
+
+    by_domain = Counter(r["domain"] for r in rows)
+    fun = funnel(ctx.paths.workdir, dict(by_domain))
+    write_json(ctx.paths.metrics / "funnel.json", fun)
+    turns = [r["turns"] for r in rows]
+    tokens = [r["tokens"] for r in rows]
+    track.metrics.update(
+        {
+            "trajectories": len(kept),
+            "rows": len(rows),
+            "split_trajectories": split_n,
+            "dropped_overlength": dropped,
+            "world_model_rows": len(wm),
+            "tokenizer": tok_name,
+            "per_domain": dict(by_domain),
+            "per_scaffold": dict(Counter(r["scaffold"] for r in rows)),
+            "per_format": dict(Counter(r["format"] for r in rows)),
+            "turns": _stats(turns),
+            "tokens": _stats(tokens),
+            "funnel": fun["total"],
+        }
+    )
+    write_text(out / "README.md", dataset_card(cfg, track.metrics, fun))
+    track.table = [
+        {
+            "trial": r["trial"],
+            "format": r["format"],
+            "turns": r["turns"],
+            "tokens": r["tokens"],
+            "first_reply": r["messages"][-1]["content"][:500],
+        }
+        for r in rows
+    ]
+    track.histograms = {"turns": turns, "tokens": tokens}
+    return track.finish()
+
+
+def _save_hf(rows: list[dict[str, Any]], path: Path) -> None:
+    import shutil
+
+    from datasets import Dataset
+
+    if path.exists():
+        shutil.rmtree(path)
+    # Nested fields vary by format (tool_calls, tools): keep them as JSON-compatible columns.
+    ds = Dataset.from_list(
+        [
+            {
+                **r,
+                "tools": json.dumps(r.get("tools")) if r.get("tools") else None,
+                "messages": [_flat(m) for m in r["messages"]],
+            }
+            for r in rows
+        ]
+    )
+    ds.save_to_disk(str(path))
+
+
+def _flat(m: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "role": m["role"],
+        "content": m.get("content") or "",
+        "tool_calls": json.dumps(m["tool_calls"]) if m.get("tool_calls") else None,
+        "tool_call_id": m.get("tool_call_id"),
+    }
+
+
+def dataset_card(cfg: Config, m: dict[str, Any], fun: dict[str, Any]) -> str:
+    def table(d: dict[str, Any], key: str) -> str:
+        lines = [f"| {key} | rows |", "|---|---|"] + [
+            f"| {k} | {v} |" for k, v in sorted(d.items())
+        ]
+        return "\n".join(lines)
+
+    def stat_row(name: str) -> str:
+        st = m[name]
+        vals = [st.get(k, "-") for k in ("count", "mean", "median", "min", "max")]
+        return f"| {name} | " + " | ".join(str(v) for v in vals) + " |"
+
+    cols = ["sampled", "accepted", "unique", "environments", "trials", "kept", "rows"]
+    funnel_rows = [
+        f"| {dom} | " + " | ".join(str(v[c]) for c in cols) + " |"
+        for dom, v in fun["per_domain"].items()
+    ]
+    total = "| **total** | " + " | ".join(str(fun["total"][c]) for c in cols) + " |"
+    conf = yaml.safe_dump(
+        {
+            "experiment": cfg.experiment.model_dump(),
+            "sft": cfg.sft.model_dump(),
+            "filter": cfg.filter.model_dump(),
+            "rollout": cfg.rollout.model_dump(),
+            "teacher": cfg.teacher("agent").model_dump(exclude={"api_key_env"}),
+        },
+        sort_keys=False,
+    )
+    return f"""# litecoder SFT dataset: {cfg.experiment.name}
+
+{cfg.experiment.description}
+
+Terminal-agent trajectories of the teacher `{cfg.teacher("agent").model}` on synthesized tasks,
+filtered and rendered as chat records for Axolotl (`type: chat_template`, field `messages`).
+
+- `train.jsonl`: {m["rows"]} rows from {m["trajectories"]} kept trajectories
+  ({m["split_trajectories"]} split, {m["dropped_overlength"]} dropped;
+  limit {cfg.sft.max_seq_len} tokens)
+- `hf/`: the same rows for `datasets.load_from_disk` (nested tool fields as JSON strings)
+- `world_model.jsonl`: {m["world_model_rows"]} state-prediction rows ((history + command) -> screen)
+- tokenizer for counts: `{m["tokenizer"]}`
+
+## Rows by domain
+
+{table(m["per_domain"], "domain")}
+
+## Rows by source scaffold and rendered format
+
+{table(m["per_scaffold"], "scaffold")}
+
+{table(m["per_format"], "format")}
+
+## Turns and tokens per row
+
+| | count | mean | median | min | max |
+|---|---|---|---|---|---|
+{stat_row("turns")}
+{stat_row("tokens")}
+
+## Funnel
+
+| domain | {" | ".join(cols)} |
+|---|{"---|" * len(cols)}
+{chr(10).join(funnel_rows)}
+{total}
+
+## Config
+
+```yaml
+{conf}```
+"""
