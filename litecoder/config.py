@@ -254,6 +254,8 @@ class RolloutAgent(Strict):
     label: str  # names the Harbor job and the scaffold in the dataset
     share: float = Field(gt=0)  # of the tasks; shares are normalised
     needs_network: bool = False  # installs itself from the internet inside the container
+    # Another model than models.agent's, at the same endpoint (e.g. to mix teachers).
+    model: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)  # `--ak` agent kwargs
 
 

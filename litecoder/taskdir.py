@@ -10,6 +10,7 @@ checks litecoder runs before accepting one.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import re
@@ -39,6 +40,16 @@ def harbor_bin() -> str:
     """The `harbor` CLI of this environment (beside the interpreter), else from PATH."""
     local = Path(sys.executable).parent / "harbor"
     return str(local) if local.exists() else (shutil.which("harbor") or "harbor")
+
+
+def die_with_parent() -> None:
+    """preexec_fn for Harbor subprocesses: SIGTERM them if litecoder dies (even by SIGKILL),
+    so a resumed run never races an orphaned Harbor on the same job directory."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 # --- Dockerfile ---------------------------------------------------------------------------

@@ -94,14 +94,11 @@ def point_offline_teacher(project: Path, base_url: str, tracking: str = "disable
 
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One offline smoke run of the pipeline (through the stages implemented), shared by tests
-    that check its outputs. Runs the real CLI in a fresh copy of the project."""
-    project = make_project(tmp_path_factory.mktemp("smoke") / "p", git=False)
-    run(["litecoder", "run", "--until", SMOKE_UNTIL, "tracking=disabled"], project, timeout=1800)
+    """`dvc repro` of the whole pipeline on its offline defaults, in a fresh git + DVC copy of
+    the project: the README's main job. Shared by the tests that check its outputs."""
+    project = make_project(tmp_path_factory.mktemp("smoke") / "p", git=True)
+    run(["dvc", "repro"], project, timeout=3600)
     return project
-
-
-SMOKE_UNTIL = "envprep"
 
 
 def docker_ok() -> bool:

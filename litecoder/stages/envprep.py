@@ -65,6 +65,7 @@ from litecoder.taskdir import (
     check_copy_sources,
     check_layout,
     check_task_toml,
+    die_with_parent,
     harbor_bin,
     render_dockerfile,
     task_toml,
@@ -439,7 +440,11 @@ class Envprep:
         ]
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+            *cmd,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            preexec_fn=die_with_parent,
         )
         try:
             stdout, _ = await asyncio.wait_for(

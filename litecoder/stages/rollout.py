@@ -26,7 +26,7 @@ from litecoder.config import Config, RolloutAgent
 from litecoder.context import StageContext
 from litecoder.io import write_text
 from litecoder.sandbox import docker_client
-from litecoder.taskdir import harbor_bin
+from litecoder.taskdir import die_with_parent, harbor_bin
 from litecoder.tracking import StageRun, progress
 
 log = logging.getLogger(__name__)
@@ -54,24 +54,35 @@ def task_meta(task_dir: Path) -> dict[str, Any]:
     return meta.get("litecoder", {})
 
 
+def agent_config(cfg: Config, agent: RolloutAgent, api_base: str) -> dict[str, Any]:
+    """One Harbor AgentConfig: the agent, the teacher model and its endpoint."""
+    teacher = cfg.teacher("agent")
+    kwargs = dict(agent.kwargs)
+    if agent.name.startswith("terminus"):
+        kwargs.setdefault("api_base", api_base)
+        if cfg.rollout.model_info:
+            kwargs.setdefault("model_info", cfg.rollout.model_info)
+    model = agent.model or teacher.model
+    return {
+        "name": agent.name,
+        "model_name": f"{teacher.litellm_provider}/{model}",
+        "kwargs": kwargs,
+    }
+
+
 def job_config(
     cfg: Config,
-    agent: RolloutAgent,
+    agents: list[RolloutAgent],
     task_dirs: list[Path],
     jobs_dir: Path,
     job_name: str,
     api_base: str,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """A Harbor JobConfig (validated by Harbor's own model) for one agent's share of tasks."""
+    """A Harbor JobConfig (validated by Harbor's own model): every agent on every task."""
     from harbor.models.job.config import JobConfig
 
-    teacher = cfg.teacher("agent")
     r = cfg.rollout
-    kwargs = dict(agent.kwargs)
-    if agent.name.startswith("terminus"):
-        kwargs.setdefault("api_base", api_base)
-        if r.model_info:
-            kwargs.setdefault("model_info", r.model_info)
     job = JobConfig.model_validate(
         {
             "job_name": job_name,
@@ -81,14 +92,9 @@ def job_config(
             "timeout_multiplier": r.timeout_multiplier,
             "agent_timeout_multiplier": r.agent_timeout_multiplier,
             "quiet": True,
-            "agents": [
-                {
-                    "name": agent.name,
-                    "model_name": f"{teacher.litellm_provider}/{teacher.model}",
-                    "kwargs": kwargs,
-                }
-            ],
+            "agents": [agent_config(cfg, a, api_base) for a in agents],
             "tasks": [{"path": str(d)} for d in task_dirs],
+            **overrides,
         }
     )
     return job.model_dump(mode="json")
@@ -136,7 +142,11 @@ def run_job(
     seen = len(trial_results(job_dir)) if job_dir.exists() else 0
     with log_path.open("a") as logf:
         proc = subprocess.Popen(
-            cmd, stdout=logf, stderr=subprocess.STDOUT, env=harbor_env(cfg), start_new_session=True
+            cmd,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=harbor_env(cfg),
+            preexec_fn=die_with_parent,
         )
         try:
             while proc.poll() is None:
@@ -219,7 +229,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 log.info("resuming %s (%d/%d trials done)", name, done, expected)
                 cmd = [harbor_bin(), "job", "resume", "-p", str(job_dir)]
             else:
-                conf = job_config(cfg, agent, dirs, rollouts.resolve(), name, api_base)
+                conf = job_config(cfg, [agent], dirs, rollouts.resolve(), name, api_base)
                 conf_path = work / f"{name}.json"
                 write_text(conf_path, json.dumps(conf, indent=2))
                 cmd = [harbor_bin(), "run", "-c", str(conf_path), "-y"]

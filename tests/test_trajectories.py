@@ -1,0 +1,288 @@
+"""Rollouts, filtering and the SFT dataset, on real Harbor trials against the stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from litecoder.config import RolloutAgent
+from litecoder.io import read_jsonl, write_text
+from litecoder.offline import StandIn
+from litecoder.stages.filter import judge_trial, read_trials
+from litecoder.stages.rollout import assign, job_config, trial_results
+from litecoder.taskdir import harbor_bin
+from litecoder.trajectory import FORMATS, Trajectory, load_atif, read_commands, render
+from tests.conftest import compose_cfg, make_project, point_offline_teacher, run
+
+pytestmark = pytest.mark.docker
+
+
+def test_rollouts_are_harbor_jobs(smoke: Path) -> None:
+    from harbor.models.trajectories import Trajectory as Atif
+
+    m = json.loads((smoke / "metrics/rollout.json").read_text())
+    splits = json.loads((smoke / "data/envs/splits.json").read_text())
+    cfg = compose_cfg()
+    assert m["trials"] == m["expected_trials"] == len(splits["train"]) * cfg.rollout.n_attempts
+    assert set(m["per_agent"]) == {"terminus-2-json", "terminus-2-xml"}
+    jobs = [d for d in (smoke / "data/rollouts").iterdir() if d.is_dir()]
+    assert sorted(j.name.rsplit("-", 1)[0] for j in jobs) == ["terminus-2-json", "terminus-2-xml"]
+    rewards = []
+    for job in jobs:
+        assert (job / "config.json").exists() and (job / "result.json").exists()
+        for r in trial_results(job):
+            trial = job / r["trial_name"]
+            Atif.model_validate_json((trial / "agent/trajectory.json").read_text())
+            assert (trial / "verifier/reward.txt").exists()
+            rewards.append(r["verifier_result"]["rewards"]["reward"])
+            assert r["task_name"] in splits["train"]
+    # The stand-in solves some tasks and fails or loops on others, graded by real verifiers.
+    assert 0.0 in rewards and 1.0 in rewards
+    assert m["timing"]["litecoder_overhead_s"] < m["timing"]["harbor_wall_s"]
+
+
+def test_every_trial_is_kept_or_rejected_with_reasons(smoke: Path) -> None:
+    kept = read_jsonl(smoke / "data/trajectories/kept.jsonl")
+    rejected = read_jsonl(smoke / "data/trajectories/rejected.jsonl")
+    m = json.loads((smoke / "metrics/filter.json").read_text())
+    assert (
+        len(kept) + len(rejected)
+        == m["trials"]
+        == json.loads((smoke / "metrics/rollout.json").read_text())["trials"]
+    )
+    assert kept and all(r["reward"] == 1.0 for r in kept)
+    assert all(r["reasons"] and r["failure"] in ("infra", "agent", "quality") for r in rejected)
+    rules = {reason.split(":")[0] for r in rejected for reason in r["reasons"]}
+    assert {"loop", "reward", "duplicate"} <= rules
+
+
+def test_sft_dataset_loads_and_the_funnel_adds_up(smoke: Path) -> None:
+    from datasets import load_dataset, load_from_disk
+
+    rows = read_jsonl(smoke / "data/sft/train.jsonl")
+    ds = load_dataset("json", data_files=str(smoke / "data/sft/train.jsonl"))["train"]
+    hf = load_from_disk(str(smoke / "data/sft/hf"))
+    assert len(ds) == len(hf) == len(rows) > 0
+    for r in rows:
+        roles = [m["role"] for m in r["messages"]]
+        assert roles[-1] == "assistant" and set(roles) <= {"system", "user", "assistant", "tool"}
+    assert (smoke / "data/sft/README.md").read_text().count("| **total** |") == 1
+    wm = read_jsonl(smoke / "data/sft/world_model.jsonl")
+    assert wm and all(w["messages"][-1]["role"] == "assistant" for w in wm)
+    fun = json.loads((smoke / "metrics/funnel.json").read_text())["total"]
+    assert fun["sampled"] >= fun["accepted"] >= fun["unique"] >= fun["environments"] > 0
+    assert fun["trials"] >= fun["kept"] and fun["rows"] >= fun["kept"] > 0
+    shown = run(["dvc", "metrics", "show", "--json"], smoke).stdout
+    assert "metrics/funnel.json" in shown and '"rows"' in shown
+
+
+def _kept(smoke: Path) -> list[Trajectory]:
+    return [
+        Trajectory.from_dict(r["trajectory"])
+        for r in read_jsonl(smoke / "data/trajectories/kept.jsonl")
+    ]
+
+
+def test_three_formats_read_back_to_the_same_commands(smoke: Path, tmp_path: Path) -> None:
+    from datasets import load_dataset
+
+    trajs = _kept(smoke)
+    for fmt in FORMATS:
+        recs = [render(t, fmt) for t in trajs]
+        for t, rec in zip(trajs, recs, strict=True):
+            assert read_commands(rec, fmt) == t.commands() != []
+        path = tmp_path / f"{fmt}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+        assert len(load_dataset("json", data_files=str(path))["train"]) == len(recs)
+
+
+def test_length_policy_splits_or_drops(smoke: Path, tmp_path: Path) -> None:
+    from litecoder.context import stage_context
+    from litecoder.stages import sft
+
+    work = tmp_path / "w"
+    shutil.copytree(smoke / "data/trajectories", work / "data/trajectories")
+    for policy in ("split", "drop"):
+        cfg = compose_cfg("sft.max_seq_len=1400", f"sft.overlength={policy}")
+        with stage_context(cfg, work, work) as ctx:
+            m = sft.run(ctx)
+        rows = read_jsonl(work / "data/sft/train.jsonl")
+        assert all(r["tokens"] <= 1400 for r in rows)
+        if policy == "split":
+            assert (
+                m["split_trajectories"] > 0
+                and len(rows) > m["trajectories"] - m["dropped_overlength"]
+            )
+            parts = [r for r in rows if r["part"] > 0]
+            assert parts and "(continued)" in json.dumps(parts[0]["messages"][:2])
+        else:
+            assert m["dropped_overlength"] == m["trajectories"] - len(rows) > 0
+
+
+# --- one ATIF fixture per filter rule, from real Harbor trials ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def rule_trials(smoke: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Harbor trials of the stand-in told to solve (twice: duplicates), fail, loop, garble its
+    output and stall, on one task; plus a task whose environment cannot start (infra)."""
+    root = tmp_path_factory.mktemp("rules")
+    envs = root / "envs"
+    task = json.loads((smoke / "data/envs/splits.json").read_text())["train"][0]
+    shutil.copytree(smoke / "data/envs" / task, envs / task)
+    broken = envs / "t-broken-env"
+    shutil.copytree(smoke / "data/envs" / task, broken)
+    write_text(broken / "environment/Dockerfile", "FROM litecoder-base:no-such-tag\n")
+    cfg = compose_cfg(
+        "rollout.n_attempts=2", "rollout.n_concurrent=4", "rollout.agent_timeout_multiplier=0.02"
+    )
+    behaviours = ["solve", "fail", "loop", "garbled", "stall"]
+    agents = [
+        RolloutAgent(
+            name="terminus-2",
+            label=b,
+            share=1,
+            model=f"litecoder-offline-stand-in@{b}",
+            kwargs={"parser_name": "json", "max_turns": 15},
+        )
+        for b in behaviours
+    ]
+    with StandIn() as server:
+        conf = job_config(
+            cfg, agents, [envs / task, broken], root / "jobs", "rules", server.base_url
+        )
+        (root / "job.json").write_text(json.dumps(conf))
+        run(
+            [harbor_bin(), "run", "-c", str(root / "job.json"), "-y"],
+            root,
+            timeout=1200,
+            env={"OPENAI_API_KEY": "stand-in"},
+        )
+    return root
+
+
+def _judged(root: Path, *overrides: str) -> dict[str, list[tuple[str, list[str]]]]:
+    cfg = compose_cfg(*overrides).filter
+    out: dict[str, list[tuple[str, list[str]]]] = {}
+    seen: dict[str, str] = {}
+    for result, traj, _ in read_trials(root / "jobs", root / "envs"):
+        model = result["config"]["agent"]["model_name"]
+        key = ("broken:" if result["task_name"] == "t-broken-env" else "") + model.rsplit("@", 1)[1]
+        out.setdefault(key, []).append(judge_trial(result, traj, cfg, seen))
+    return out
+
+
+def test_filter_rules_on_real_trials(rule_trials: Path) -> None:
+    j = _judged(rule_trials)
+    assert [k for k, _ in j["solve"]] == ["", "quality"]  # kept once, then a duplicate
+    assert j["solve"][1][1][0].startswith("duplicate:")
+    for kind, reasons in j["fail"]:
+        assert kind == "quality" and any(r.startswith("reward: 0.0") for r in reasons)
+    for _, reasons in j["loop"]:
+        assert any(r.startswith("loop: command repeated 8 times") for r in reasons)
+    for _, reasons in j["garbled"]:
+        assert any(r.startswith("parse_errors: 3 unparseable") for r in reasons), reasons
+    for kind, reasons in j["stall"]:
+        assert kind == "agent" and "agent_error: AgentTimeoutError" in reasons
+    broken = [v for k, v in j.items() if k.startswith("broken:")]
+    assert broken and all(
+        kind == "infra" and reasons[0].startswith("infra:") for v in broken for kind, reasons in v
+    )
+
+
+def test_filter_thresholds_are_config(rule_trials: Path) -> None:
+    # Lenient settings keep what the defaults reject, stricter ones reject what they keep.
+    j = _judged(
+        rule_trials,
+        "filter.loop.max_repeats=20",
+        "filter.min_reward=0",
+        "filter.max_parse_error_run=5",
+        "filter.dedupe=false",
+    )
+    assert all(kind == "" for kind, _ in j["loop"] + j["fail"] + j["garbled"] + j["solve"])
+    j = _judged(rule_trials, "filter.max_turns=2", "filter.max_context_tokens=500")
+    reasons = j["solve"][0][1]
+    assert any(r.startswith("turns:") for r in reasons) and any(
+        r.startswith("context:") for r in reasons
+    )
+    j = _judged(rule_trials, "filter.loop.with_observation=true", "filter.loop.max_repeats=3")
+    assert all(any(r.startswith("loop:") for r in rs) for _, rs in j["loop"])
+
+
+def test_trajectory_conversion_of_parse_errors(rule_trials: Path) -> None:
+    job = rule_trials / "jobs/rules"
+    for res in job.glob("*/result.json"):
+        r = json.loads(res.read_text())
+        if (
+            r["config"]["agent"]["model_name"].endswith("@garbled")
+            and r["task_name"] != "t-broken-env"
+        ):
+            t = load_atif(res.parent, "rules")
+            assert t is not None and [x.parse_error for x in t.turns[:3]] == [True] * 3
+            rec = render(t, "terminus_json")  # parse-error turns are left out of training data
+            assert "unfinished" not in json.dumps(rec)
+            break
+    else:
+        pytest.fail("no garbled trial")
+
+
+def test_assign_shares() -> None:
+    agents = [
+        RolloutAgent(name="terminus-2", label="a", share=0.866),
+        RolloutAgent(name="openhands", label="b", share=0.071),
+        RolloutAgent(name="claude-code", label="c", share=0.063),
+    ]
+    tasks = [f"t-{i}" for i in range(100)]
+    shares = assign(tasks, agents)
+    assert {k: len(v) for k, v in shares.items()} == {"a": 87, "b": 7, "c": 6}
+    assert sorted(t for v in shares.values() for t in v) == sorted(tasks)
+    assert assign(list(reversed(tasks)), agents) == shares
+
+
+def test_killed_rollout_resumes_only_missing_trials(smoke: Path, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", git=False)
+    train = json.loads((smoke / "data/envs/splits.json").read_text())["train"][:3]
+    for t in train:
+        shutil.copytree(smoke / "data/envs" / t, project / "data/envs" / t)
+    (project / "data/envs/splits.json").write_text(json.dumps({"train": train, "heldout": []}))
+    with StandIn() as server:
+        point_offline_teacher(project, server.base_url)
+        cmd = [
+            "litecoder",
+            "rollout",
+            "rollout.n_attempts=1",
+            "rollout.n_concurrent=1",
+            "rollout=terminus2",
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            cwd=project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 600
+        done: dict[Path, int] = {}
+        while time.monotonic() < deadline and not done:
+            time.sleep(0.5)
+            done = {
+                p: p.stat().st_mtime_ns
+                for p in (project / "data/rollouts").glob("*/*/result.json")
+                if json.loads(p.read_text()).get("finished_at")
+            }
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        assert 1 <= len(done) < 3
+        r = run(cmd, project, timeout=900)
+    m = json.loads((project / "metrics/rollout.json").read_text())
+    assert m["trials"] == 3 and m["resumed_jobs"] == 1, r.stderr[-2000:]
+    finished = [p for p in (project / "data/rollouts").glob("*/*/result.json")]
+    assert len({p.parent.name for p in finished}) == 3
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # not run again
