@@ -333,6 +333,93 @@ class Sft(Strict):
         return self
 
 
+class TinyModel(Strict):
+    architecture: Literal["Qwen3ForCausalLM", "LlamaForCausalLM"] = "Qwen3ForCausalLM"
+    hidden_size: int = Field(default=64, gt=0)
+    num_hidden_layers: int = Field(default=2, gt=0)
+    num_attention_heads: int = Field(default=4, gt=0)
+    num_key_value_heads: int = Field(default=2, gt=0)
+    intermediate_size: int = Field(default=128, gt=0)
+    max_position_embeddings: int = Field(default=16384, gt=0)
+    generation_max_new_tokens: int = Field(default=48, gt=0)
+
+
+class Train(Strict):
+    name: str
+    # Python of the environment with Axolotl (its pins clash with Harbor's; see README).
+    python: str = ".venv-train/bin/python"
+    base_model: str | None  # hub name or path; None: create `tiny_model`
+    tokenizer: str | None = None  # None: the base model's
+    tiny_model: TinyModel | None = None
+    adapter: Literal["lora", "qlora"] | None = None
+    lora_r: int = 64
+    lora_alpha: int = 128
+    lora_dropout: float = 0.05
+    sequence_len: int = Field(gt=0)
+    sample_packing: bool = False
+    micro_batch_size: int = Field(default=1, gt=0)
+    gradient_accumulation_steps: int = Field(default=1, gt=0)
+    num_epochs: float = Field(default=1, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    learning_rate: float = Field(gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = Field(default=0, ge=0)
+    optimizer: str = "adamw_torch"
+    weight_decay: float = 0.0
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    flash_attention: bool = False
+    gradient_checkpointing: bool = False
+    launcher: Literal["python", "accelerate", "torchrun"] = "accelerate"
+    num_processes: int = Field(default=1, gt=0)
+    num_machines: int = Field(default=1, gt=0)
+    deepspeed: str | None = None
+    fsdp: dict[str, Any] | None = None
+    timeout_s: float = Field(default=86400, gt=0)
+    axolotl: dict[str, Any] = Field(default_factory=dict)  # raw Axolotl keys, merged last
+
+    @model_validator(mode="after")
+    def _model(self) -> Train:
+        if self.base_model is None and self.tiny_model is None:
+            raise ValueError("base_model is missing (or give tiny_model to create one)")
+        if self.deepspeed and self.fsdp:
+            raise ValueError("deepspeed and fsdp cannot both be set")
+        return self
+
+
+class EvalAgent(Strict):
+    name: str = "terminus-2"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Serve(Strict):
+    backend: Literal["transformers", "vllm"] = "transformers"
+    # Python of the environment with the server (transformers[serving] or vllm).
+    python: str = ".venv-train/bin/python"
+    startup_timeout_s: float = Field(default=600, gt=0)
+    max_model_len: int | None = None
+    extra_args: list[str] = Field(default_factory=list)
+
+
+class Eval(Strict):
+    benchmark: str  # results/<benchmark>.json
+    source: Literal["local", "registry"] = "local"
+    dataset: str | None = None  # registry: e.g. terminal-bench@2.0
+    k: int = Field(default=1, ge=1)
+    n_concurrent: int = Field(default=2, ge=1)
+    agent: EvalAgent = EvalAgent()
+    agent_timeout_multiplier: float | None = Field(default=None, gt=0)
+    model_info: dict[str, Any] = Field(default_factory=dict)
+    serve: Serve = Serve()
+    baseline: bool = True  # also score the untuned base model
+    harbor_timeout_s: float = Field(default=14400, gt=0)
+
+    @model_validator(mode="after")
+    def _source(self) -> Eval:
+        if self.source == "registry" and not self.dataset:
+            raise ValueError("source 'registry' needs dataset (e.g. terminal-bench@2.0)")
+        return self
+
+
 class Tracking(Strict):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "litecoder"
@@ -366,8 +453,8 @@ class Config(Strict):
     rollout: Rollout
     filter: Filter
     sft: Sft
-    train: dict[str, Any] = Field(default_factory=dict)
-    eval: dict[str, Any] = Field(default_factory=dict)
+    train: Train
+    eval: Eval
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

@@ -27,6 +27,7 @@ class Paths:
         self.rollouts = workdir / "data" / "rollouts"
         self.trajectories = workdir / "data" / "trajectories"
         self.sft = workdir / "data" / "sft"
+        self.models = workdir / "models"
         self.metrics = workdir / "metrics"
 
 

@@ -9,7 +9,18 @@ from typing import Any
 
 from litecoder.config import Config
 from litecoder.context import StageContext, stage_context
-from litecoder.stages import dedup, envprep, filter, judge, rollout, sample, sft
+from litecoder.stages import (
+    dedup,
+    envprep,
+    evaluate,
+    filter,
+    judge,
+    report,
+    rollout,
+    sample,
+    sft,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +33,9 @@ STAGES: dict[str, StageFn] = {
     "rollout": rollout.run,
     "filter": filter.run,
     "sft": sft.run,
+    "train": train.run,
+    "evaluate": evaluate.run,
+    "report": report.run,
 }
 ORDER = list(STAGES)
 

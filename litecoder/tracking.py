@@ -79,6 +79,7 @@ class StageRun:
     metrics: dict[str, Any] = field(default_factory=dict)
     table: list[dict[str, Any]] = field(default_factory=list)
     histograms: dict[str, list[float]] = field(default_factory=dict)
+    images: dict[str, Path] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -93,7 +94,15 @@ class StageRun:
         self.metrics["stage"] = self.stage
         self.metrics["experiment"] = self.cfg.experiment.name
         write_json(self.metrics_path, self.metrics)
-        log_wandb(self.cfg, self.stage, self.workdir, self.metrics, self.table, self.histograms)
+        log_wandb(
+            self.cfg,
+            self.stage,
+            self.workdir,
+            self.metrics,
+            self.table,
+            self.histograms,
+            self.images,
+        )
         return self.metrics
 
 
@@ -115,6 +124,7 @@ def log_wandb(
     metrics: dict[str, Any],
     rows: list[dict[str, Any]],
     histograms: dict[str, list[float]] | None = None,
+    images: dict[str, Path] | None = None,
 ) -> None:
     t = cfg.tracking
     if t.mode == "disabled":
@@ -143,6 +153,8 @@ def log_wandb(
                 columns=cols, data=[[str(r.get(c, "")) for c in cols] for r in rows]
             )
             run.log({f"{stage}/samples": table})
+        for title, path in (images or {}).items():
+            run.log({f"{stage}/{title}": wandb.Image(str(path), caption=title)})
         for name, values in (histograms or {}).items():
             if values:
                 run.log({f"{stage}/{name}": wandb.Histogram(values)})

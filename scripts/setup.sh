@@ -28,6 +28,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# --- the training / serving environment (Axolotl; its pins clash with Harbor and Hydra) ---
+tstamp=.venv-train/.litecoder-installed
+twant=$(sha256sum requirements-train.txt | cut -d' ' -f1)
+if [ ! -f "$tstamp" ] || [ "$(cat "$tstamp")" != "$twant" ]; then
+  PY=$(find_python) || { log "Python >= 3.12 not found"; exit 1; }
+  [ -x .venv-train/bin/python ] || "$PY" -m venv .venv-train
+  log "installing Axolotl into .venv-train (several minutes, several GB)"
+  .venv-train/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv-train/bin/python -m pip install -q -r requirements-train.txt
+  echo "$twant" > "$tstamp"
+fi
+
 # --- Docker engine + compose v2 plugin ---------------------------------------------------
 if ! docker info >/dev/null 2>&1; then
   if ! command -v dockerd >/dev/null 2>&1; then

@@ -3,9 +3,11 @@
 The tasks of the chosen split are shared among `rollout.agents` by share (deterministically,
 by task hash); each agent is one Harbor job, described by Harbor's own JobConfig and run with
 `harbor run -c`, the teacher (`models.agent`) as an OpenAI-compatible endpoint (`api_base`).
-Jobs land in data/rollouts/<label>-<fingerprint>/ exactly as Harbor writes them (ATIF
-trajectories, rewards, results), so Harbor's viewer opens them. A job that was interrupted is
-continued with `harbor job resume`, which runs only the trials that have no result.
+Harbor runs each job in the work area (.litecoder/rollout/jobs/<label>-<fingerprint>, the
+fingerprint covering config and tasks), so a job that was interrupted is continued with
+`harbor job resume` (only the trials without a result run) and sweep members with the same
+rollout settings share it; finished jobs are copied to data/rollouts/ exactly as Harbor
+wrote them (ATIF trajectories, rewards, results), so Harbor's viewer opens them.
 """
 
 from __future__ import annotations
@@ -183,10 +185,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     splits = json.loads((envs / "splits.json").read_text())
     task_ids = splits["train"] + (splits["heldout"] if cfg.rollout.split == "all" else [])
     shares = assign(task_ids, cfg.rollout.agents)
-    rollouts = ctx.paths.rollouts
-    rollouts.mkdir(parents=True, exist_ok=True)
     work = ctx.root / ".litecoder" / "rollout"
-    work.mkdir(parents=True, exist_ok=True)
+    jobs_dir = work / "jobs"
+    jobs_dir.mkdir(parents=True, exist_ok=True)
     api_base = ctx.endpoints.url("agent")
 
     jobs = []
@@ -196,17 +197,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
             continue
         name = f"{agent.label}-{fingerprint(cfg, agent, dirs)}"
         jobs.append((agent, dirs, name))
-    keep = {name for _, _, name in jobs}
-    for stale in rollouts.iterdir():  # jobs of an earlier config
-        if stale.is_dir() and stale.name not in keep:
-            shutil.rmtree(stale)
 
     expected_total = sum(len(d) * cfg.rollout.n_attempts for _, d, _ in jobs)
     harbor_s = 0.0
     resumed = 0
     with progress("rollout", expected_total) as bar:
         for agent, dirs, name in jobs:
-            job_dir = rollouts / name
+            job_dir = jobs_dir / name
             expected = len(dirs) * cfg.rollout.n_attempts
             if (job_dir / "config.json").exists():
                 stored = json.loads((job_dir / "config.json").read_text())
@@ -229,11 +226,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 log.info("resuming %s (%d/%d trials done)", name, done, expected)
                 cmd = [harbor_bin(), "job", "resume", "-p", str(job_dir)]
             else:
-                conf = job_config(cfg, [agent], dirs, rollouts.resolve(), name, api_base)
+                conf = job_config(cfg, [agent], dirs, jobs_dir.resolve(), name, api_base)
                 conf_path = work / f"{name}.json"
                 write_text(conf_path, json.dumps(conf, indent=2))
                 cmd = [harbor_bin(), "run", "-c", str(conf_path), "-y"]
             harbor_s += run_job(cmd, cfg, job_dir, expected, bar, log_path)
+
+    rollouts = ctx.paths.rollouts
+    if rollouts.exists():
+        shutil.rmtree(rollouts)
+    rollouts.mkdir(parents=True)
+    for _, _, name in jobs:
+        shutil.copytree(jobs_dir / name, rollouts / name, symlinks=True)
 
     # Statistics from Harbor's own results.
     trials = []

@@ -1,0 +1,274 @@
+"""Stage `evaluate`: score a checkpoint (and its untuned base) on a terminal benchmark.
+
+The model is served behind an OpenAI-compatible endpoint on loopback, started and stopped by
+the stage (`transformers serve` on CPU, vLLM on GPU), and Harbor runs Terminus-2 against it:
+on Harbor's registry datasets (terminal-bench@1.0 / @2.0, online) or on the held-out split of
+the environments this pipeline built (offline). Each task gets k attempts; pass@1 is the mean
+reward over attempts and tasks, pass@k the unbiased estimator over the k attempts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from litecoder.config import Config
+from litecoder.context import StageContext
+from litecoder.io import write_json, write_text
+from litecoder.sandbox import docker_client
+from litecoder.stages.rollout import trial_results
+from litecoder.taskdir import die_with_parent, harbor_bin
+from litecoder.tracking import StageRun, progress
+
+log = logging.getLogger(__name__)
+SERVED_NAME = "litecoder-eval"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(model: str, cfg: Config, root: Path, log_path: Path) -> Iterator[str]:
+    """An OpenAI-compatible server for `model` on loopback; yields its base URL."""
+    s = cfg.eval.serve
+    port = free_port()
+    python = Path(s.python) if Path(s.python).is_absolute() else root / s.python
+    if not python.exists():
+        raise RuntimeError(f"eval.serve.python {s.python!r} does not exist (see scripts/setup.sh)")
+    bindir = python.parent
+    if s.backend == "transformers":
+        cmd = [
+            str(bindir / "transformers"),
+            "serve",
+            model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+        ]
+    else:
+        cmd = [
+            str(bindir / "vllm"),
+            "serve",
+            model,
+            "--served-model-name",
+            SERVED_NAME,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        if s.max_model_len:
+            cmd += ["--max-model-len", str(s.max_model_len)]
+    cmd += s.extra_args
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    with log_path.open("w") as logf:
+        proc = subprocess.Popen(
+            cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
+        )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + s.startup_timeout_s
+        while True:
+            if proc.poll() is not None:
+                tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-6:])
+                raise RuntimeError(
+                    f"{s.backend} server for {model} exited {proc.returncode}: {tail}"
+                )
+            try:
+                with urllib.request.urlopen(f"{base}/models", timeout=5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{s.backend} server did not come up in {s.startup_timeout_s}s"
+                    ) from None
+                time.sleep(1)
+        log.info("serving %s at %s (%s)", model, base, s.backend)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n attempts with c successes (Chen et al., 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def score(results: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    per_task: dict[str, list[float]] = {}
+    errors = 0
+    for r in results:
+        reward = ((r.get("verifier_result") or {}).get("rewards") or {}).get("reward")
+        per_task.setdefault(r["task_name"], []).append(float(reward or 0.0))
+        errors += int(bool(r.get("exception_info")))
+    tasks = {
+        t: {
+            "rewards": rs,
+            "pass@1": sum(rs) / len(rs),
+            f"pass@{k}": pass_at_k(len(rs), sum(1 for x in rs if x >= 1.0), min(k, len(rs))),
+        }
+        for t, rs in sorted(per_task.items())
+    }
+    n = max(1, len(tasks))
+    return {
+        "pass@1": round(sum(t["pass@1"] for t in tasks.values()) / n, 4),
+        f"pass@{k}": round(sum(t[f"pass@{k}"] for t in tasks.values()) / n, 4),
+        "tasks": len(tasks),
+        "trials": len(results),
+        "errors": errors,
+        "per_task": tasks,
+    }
+
+
+def harbor_job(
+    cfg: Config, api_base: str, job_name: str, jobs_dir: Path, tasks: list[Path]
+) -> dict[str, Any]:
+    from harbor.models.job.config import JobConfig
+
+    e = cfg.eval
+    kwargs = {**e.agent.kwargs, "api_base": api_base}
+    if e.model_info:
+        kwargs.setdefault("model_info", e.model_info)
+    data: dict[str, Any] = {
+        "job_name": job_name,
+        "jobs_dir": str(jobs_dir),
+        "n_attempts": e.k,
+        "n_concurrent_trials": e.n_concurrent,
+        "agent_timeout_multiplier": e.agent_timeout_multiplier,
+        "quiet": True,
+        "agents": [{"name": e.agent.name, "model_name": f"openai/{SERVED_NAME}", "kwargs": kwargs}],
+    }
+    if e.source == "local":
+        data["tasks"] = [{"path": str(t)} for t in tasks]
+    else:
+        assert e.dataset is not None
+        name, _, version = e.dataset.partition("@")
+        data["datasets"] = [{"name": name, "version": version or None}]
+    return JobConfig.model_validate(data).model_dump(mode="json")
+
+
+def evaluate_model(
+    ctx: StageContext, label: str, model: str, tasks: list[Path], bar: Any
+) -> dict[str, Any]:
+    cfg = ctx.cfg
+    out = ctx.paths.workdir / "results" / cfg.eval.benchmark
+    jobs_dir = (out / "jobs").resolve()
+    if (jobs_dir / label).exists():
+        shutil.rmtree(jobs_dir / label)
+    start = time.monotonic()
+    with serve(model, cfg, ctx.root, out / f"serve-{label}.log") as base:
+        conf = harbor_job(cfg, base, label, jobs_dir, tasks)
+        conf_path = out / f"job-{label}.json"
+        write_text(conf_path, json.dumps(conf, indent=2))
+        env = {**os.environ, "OPENAI_API_KEY": "EMPTY", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        with (out / f"harbor-{label}.log").open("w") as logf:
+            proc = subprocess.Popen(
+                [harbor_bin(), "run", "-c", str(conf_path), "-y"],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=die_with_parent,
+            )
+            seen = 0
+            while proc.poll() is None:
+                time.sleep(1)
+                now = len(trial_results(jobs_dir / label)) if (jobs_dir / label).exists() else 0
+                bar.advance(now - seen)
+                seen = now
+                if time.monotonic() - start > cfg.eval.harbor_timeout_s:
+                    proc.terminate()
+                    proc.wait(60)
+                    raise RuntimeError(f"evaluation did not finish in {cfg.eval.harbor_timeout_s}s")
+    results = trial_results(jobs_dir / label)
+    if not results:
+        tail = " | ".join(
+            (out / f"harbor-{label}.log").read_text(errors="replace").strip().splitlines()[-5:]
+        )
+        raise RuntimeError(f"harbor produced no trial results for {label}: {tail}")
+    bar.advance(len(results) - seen)
+    return {
+        "model": model,
+        **score(results, cfg.eval.k),
+        "seconds": round(time.monotonic() - start, 1),
+    }
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """results/<benchmark>.json: pass@1 and pass@k of the tuned model and its base."""
+    cfg = ctx.cfg
+    track = StageRun("evaluate", cfg, ctx.paths.workdir)
+    docker_client()
+    tasks: list[Path] = []
+    if cfg.eval.source == "local":
+        splits = json.loads((ctx.paths.envs / "splits.json").read_text())
+        tasks = [(ctx.paths.envs / t).resolve() for t in splits["heldout"]]
+        if not tasks:
+            raise RuntimeError("the held-out split is empty: raise envprep.heldout_fraction")
+    info = json.loads((ctx.paths.models / "litecoder_model.json").read_text())
+    models = {"tuned": info["checkpoint"]}
+    if cfg.eval.baseline:
+        models["baseline"] = info["base_model"]
+    expected = len(tasks) * cfg.eval.k * len(models) if tasks else 0
+    scores = {}
+    with progress("evaluate", expected) as bar:
+        for label, model in models.items():
+            path = ctx.paths.workdir / model
+            scores[label] = evaluate_model(
+                ctx, label, str(path if path.exists() else model), tasks, bar
+            )
+    k = cfg.eval.k
+    result = {
+        "benchmark": cfg.eval.benchmark,
+        "dataset": cfg.eval.dataset or "held-out split of data/envs",
+        "agent": cfg.eval.agent.name,
+        "k": k,
+        "models": {
+            label: {key: s[key] for key in ("pass@1", f"pass@{k}", "tasks", "trials", "errors")}
+            for label, s in scores.items()
+        },
+        "per_task": {label: s["per_task"] for label, s in scores.items()},
+    }
+    write_json(ctx.paths.workdir / "results" / f"{cfg.eval.benchmark}.json", result)
+    track.metrics.update(
+        {
+            "benchmark": cfg.eval.benchmark,
+            "k": k,
+            **{
+                f"{label}/{key}": s[key]
+                for label, s in scores.items()
+                for key in ("pass@1", f"pass@{k}", "seconds")
+            },
+        }
+    )
+    track.table = [
+        {"model": label, "task": t, "rewards": str(v["rewards"])}
+        for label, s in scores.items()
+        for t, v in s["per_task"].items()
+    ]
+    return track.finish()

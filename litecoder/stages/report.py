@@ -1,0 +1,242 @@
+"""Stage `report`: reports/<experiment>.md and .html with PNG plots of this run's numbers —
+funnel, per-domain mix, turns and token histograms, training loss, scores — and this run's
+scores beside the LiteCoder-Terminal release's published ones."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from litecoder.context import StageContext
+from litecoder.io import read_jsonl, write_text
+from litecoder.tracking import StageRun
+
+# Published results (Terminus-2 agent), pass@1 in percent.
+PUBLISHED = [
+    # (model, Terminal-Bench 1.0, Terminal-Bench 2.0, source)
+    ("Qwen3-4B-Instruct", 5.0, None, "LiteCoder-Terminal preview"),
+    ("LiteCoder-4b-Terminal-preview", 13.75, 3.3, "LiteCoder-Terminal preview"),
+    ("Qwen3-30B-A3B-Instruct", 12.5, None, "LiteCoder-Terminal preview"),
+    ("LiteCoder-30a3b-Terminal-preview", 18.75, 5.6, "LiteCoder-Terminal preview"),
+    ("Qwen3-4B-Instruct (4-run avg.)", 6.25, 1.12, "later release"),
+    ("LiteCoder 4B SFT (4-run avg.)", 13.44, 5.62, "later release"),
+    ("LiteCoder 30B-A3B SFT (4-run avg.)", 24.38, 12.36, "later release"),
+]
+FUNNEL = ["sampled", "accepted", "unique", "environments", "trials", "kept", "rows"]
+
+
+def _load(p: Path) -> dict[str, Any]:
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def plots(
+    out: Path,
+    fun: dict[str, Any],
+    rows: list[dict[str, Any]],
+    loss: list[tuple[int, float]],
+    results: dict[str, Any],
+) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+
+    def save(fig: Any, name: str, title: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files[title] = name
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    vals = [fun["total"].get(c, 0) for c in FUNNEL]
+    bars = ax.barh(FUNNEL[::-1], vals[::-1], color="#4c72b0")
+    ax.bar_label(bars, padding=3)
+    ax.set_xlabel("count")
+    ax.set_title("Funnel: sampled tasks to SFT rows")
+    save(fig, "funnel.png", "Funnel")
+
+    domains = list(fun["per_domain"])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(FUNNEL)
+    for i, c in enumerate(FUNNEL):
+        ax.bar(
+            [d + i * width for d in range(len(domains))],
+            [fun["per_domain"][dom].get(c, 0) for dom in domains],
+            width,
+            label=c,
+        )
+    ax.set_xticks(
+        [d + 0.4 - width / 2 for d in range(len(domains))], domains, rotation=30, ha="right"
+    )
+    ax.legend(fontsize=7, ncol=4)
+    ax.set_title("Per-domain mix through the funnel")
+    save(fig, "domains.png", "Per-domain mix")
+
+    for key, title, name in (
+        ("turns", "Turns per SFT row", "turns.png"),
+        ("tokens", "Tokens per SFT row", "tokens.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.hist([r[key] for r in rows], bins=min(20, max(3, len(rows))), color="#55a868")
+        ax.set_xlabel(key)
+        ax.set_ylabel("rows")
+        ax.set_title(title)
+        save(fig, name, title)
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    if loss:
+        ax.plot([s for s, _ in loss], [v for _, v in loss], marker="o", color="#c44e52")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("Training loss")
+    save(fig, "train_loss.png", "Training loss")
+
+    k = results.get("k", 1)
+    models = results.get("models", {})
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    labels = list(models)
+    p1 = [100 * models[m]["pass@1"] for m in labels]
+    pk = [100 * models[m][f"pass@{k}"] for m in labels]
+    xs = range(len(labels))
+    b1 = ax.bar([x - 0.2 for x in xs], p1, 0.4, label="pass@1")
+    bk = ax.bar([x + 0.2 for x in xs], pk, 0.4, label=f"pass@{k}")
+    ax.bar_label(b1, fmt="%.1f")
+    ax.bar_label(bk, fmt="%.1f")
+    ax.set_xticks(list(xs), labels)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, max([*p1, *pk, 10]) * 1.25)
+    ax.legend()
+    ax.set_title(f"Scores on {results.get('benchmark', '?')}")
+    save(fig, "scores.png", "Scores")
+    return files
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("-" if v is None else str(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape('-' if v is None else str(v))}</td>" for v in r)
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """reports/<experiment>.md + .html + PNG plots from the run's metrics and results."""
+    cfg = ctx.cfg
+    w = ctx.paths.workdir
+    track = StageRun("report", cfg, w)
+    fun = _load(w / "metrics/funnel.json")
+    sft = _load(w / "metrics/sft.json")
+    train = _load(w / "metrics/train.json")
+    results = _load(w / "results" / f"{cfg.eval.benchmark}.json")
+    rows = read_jsonl(ctx.paths.sft / "train.jsonl")
+    loss: list[tuple[int, float]] = []
+    if (w / "plots/train_loss.csv").exists():
+        with (w / "plots/train_loss.csv").open() as f:
+            loss = [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
+    reports = w / "reports"
+    img_dir = reports / cfg.experiment.name
+    files = plots(img_dir, fun, rows, loss, results)
+    with (w / "plots/funnel.csv").open("w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["stage", "count"])
+        wr.writerows([c, fun["total"].get(c, 0)] for c in FUNNEL)
+
+    k = results.get("k", 1)
+    score_rows = [
+        [m, f"{100 * v['pass@1']:.2f}%", f"{100 * v[f'pass@{k}']:.2f}%", v["tasks"], v["trials"]]
+        for m, v in results.get("models", {}).items()
+    ]
+    bench = cfg.eval.benchmark
+    comparable = bench in ("terminal-bench-1.0", "terminal-bench-2.0")
+    pub_rows = [[name, tb1, tb2, src] for name, tb1, tb2, src in PUBLISHED]
+    for m, v in results.get("models", {}).items():
+        row: list[Any] = [f"this run: {m} ({cfg.train.name})", None, None, "this run"]
+        val = f"{100 * v['pass@1']:.2f}"
+        if bench == "terminal-bench-1.0":
+            row[1] = val
+        elif bench == "terminal-bench-2.0":
+            row[2] = val
+        else:
+            row[3] = f"this run, {bench} (not comparable): {val}"
+        pub_rows.append(row)
+    funnel_rows = [
+        [dom] + [v.get(c, 0) for c in FUNNEL] for dom, v in fun.get("per_domain", {}).items()
+    ]
+    funnel_rows.append(["total"] + [fun.get("total", {}).get(c, 0) for c in FUNNEL])
+    train_rows = [
+        [k2, train.get(k2)]
+        for k2 in (
+            "recipe",
+            "base_model",
+            "rows",
+            "steps",
+            "first_loss",
+            "final_loss",
+            "train_seconds",
+        )
+    ]
+    sections = [
+        ("Scores", ["model", "pass@1", f"pass@{k}", "tasks", "trials"], score_rows),
+        (
+            "Against the published numbers (pass@1, %, Terminus-2)",
+            ["model", "Terminal-Bench 1.0", "Terminal-Bench 2.0", "source"],
+            pub_rows,
+        ),
+        ("Funnel", ["domain", *FUNNEL], funnel_rows),
+        ("Training", ["", "value"], train_rows),
+    ]
+    note = (
+        ""
+        if comparable
+        else f"Scores are on `{bench}` ({results.get('dataset', '')}), not on Terminal-Bench: they "
+        "check the pipeline end to end and are not comparable with the published numbers."
+    )
+    title = f"litecoder report: {cfg.experiment.name}"
+    md = [f"# {title}", "", cfg.experiment.description, "", note, ""]
+    for name, header, body in sections:
+        md += [f"## {name}", "", _md_table(header, body), ""]
+    md += ["## Plots", ""] + [f"![{t}]({cfg.experiment.name}/{f})" for t, f in files.items()]
+    md += [
+        "",
+        f"Dataset: {sft.get('rows', 0)} rows, "
+        f"mean {sft.get('tokens', {}).get('mean', '-')} tokens per row.",
+    ]
+    write_text(reports / f"{cfg.experiment.name}.md", "\n".join(md) + "\n")
+    body_html = "".join(f"<h2>{html.escape(n)}</h2>{_html_table(h, b)}" for n, h, b in sections)
+    imgs = "".join(
+        f'<figure><img src="{cfg.experiment.name}/{f}" alt="{html.escape(t)}">'
+        f"<figcaption>{html.escape(t)}</figcaption></figure>"
+        for t, f in files.items()
+    )
+    write_text(
+        reports / f"{cfg.experiment.name}.html",
+        f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px}}
+figure{{display:inline-block;margin:8px}}
+img{{max-width:460px}}</style></head><body><h1>{html.escape(title)}</h1>
+<p>{html.escape(cfg.experiment.description)}</p><p>{html.escape(note)}</p>{body_html}
+<h2>Plots</h2>{imgs}</body></html>
+""",
+    )
+    track.metrics.update(
+        {"plots": sorted(files.values()), "report": f"reports/{cfg.experiment.name}.md"}
+    )
+    track.images = {t: img_dir / f for t, f in files.items()}
+    return track.finish()

@@ -1,0 +1,346 @@
+"""Stage `train`: supervised fine-tuning with Axolotl (extra `litecoder[train]`).
+
+The recipe (`conf/train/`) is rendered into an Axolotl YAML in the run directory, checked by
+Axolotl's own config validation, and run as `axolotl train` in a subprocess under a timeout,
+with telemetry off and W&B wired to the experiment's group. The checkpoint lands in
+models/<experiment>/, training metrics in metrics/train.json and the loss curve in
+plots/train_loss.csv. For the smoke recipe a tiny model of the students' architecture is
+created locally (random weights, the tokenizer the sft stage trained); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from litecoder.config import Config
+from litecoder.context import StageContext
+from litecoder.io import write_json, write_text
+from litecoder.taskdir import die_with_parent
+from litecoder.tracking import StageRun
+
+log = logging.getLogger(__name__)
+
+
+class TrainError(RuntimeError):
+    """Axolotl could not train; the message carries the tail of its log."""
+
+
+def _resolve(path: str | None, workdir: Path, root: Path) -> str | None:
+    """A recipe path: relative to the run dir if it exists there, else to the project root."""
+    if path is None:
+        return None
+    for base in (workdir, root):
+        if (base / path).exists():
+            return str((base / path).resolve())
+    return path  # a hub name
+
+
+HELPERS = Path(__file__).resolve().parent.parent / "train_env" / "helpers.py"
+
+
+def train_python(cfg: Config, root: Path) -> Path:
+    """The training environment's interpreter (relative paths from the project root)."""
+    p = Path(cfg.train.python)
+    p = p if p.is_absolute() else root / p
+    if not p.exists():
+        raise TrainError(
+            f"train.python {cfg.train.python!r} does not exist: create the training environment "
+            "(scripts/setup.sh, or python3.12 -m venv .venv-train && .venv-train/bin/pip install "
+            "-r requirements-train.txt)"
+        )
+    return p
+
+
+def helper(python: Path, *args: str, timeout: float = 600) -> str:
+    r = subprocess.run(
+        [str(python), str(HELPERS), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    if r.returncode != 0:
+        out = (r.stdout + r.stderr).strip().splitlines()
+        raise TrainError(out[-1] if out else f"{args[0]} failed")
+    return r.stdout.strip().splitlines()[-1]
+
+
+def create_tiny_model(cfg: Config, python: Path, tokenizer_path: str, out: Path) -> dict[str, Any]:
+    """A randomly initialised model of the configured architecture, saved with its tokenizer."""
+    assert cfg.train.tiny_model is not None
+    out.mkdir(parents=True, exist_ok=True)
+    info = json.loads(
+        helper(
+            python,
+            "tiny-model",
+            "--tokenizer",
+            tokenizer_path,
+            "--out",
+            str(out),
+            "--spec",
+            cfg.train.tiny_model.model_dump_json(),
+        )
+    )
+    log.info(
+        "created a %s with %.2fM parameters in %s",
+        info["architecture"],
+        info["parameters"] / 1e6,
+        out,
+    )
+    return info
+
+
+def axolotl_config(
+    cfg: Config, base: str, tokenizer: str | None, dataset: Path, out: Path
+) -> dict[str, Any]:
+    t = cfg.train
+    y: dict[str, Any] = {
+        "base_model": base,
+        "tokenizer_config": tokenizer or base,
+        "chat_template": "tokenizer_default",
+        "datasets": [
+            {
+                "path": str(dataset),
+                "ds_type": "json",
+                "type": "chat_template",
+                "field_messages": "messages",
+                "roles_to_train": ["assistant"],
+            }
+        ],
+        "dataset_prepared_path": str(out / "prepared"),
+        "val_set_size": 0.0,
+        "output_dir": str(out),
+        "sequence_len": t.sequence_len,
+        "sample_packing": t.sample_packing,
+        "pad_to_sequence_len": t.sample_packing,
+        "micro_batch_size": t.micro_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "num_epochs": t.num_epochs,
+        "optimizer": t.optimizer,
+        "lr_scheduler": t.lr_scheduler,
+        "learning_rate": t.learning_rate,
+        "warmup_steps": t.warmup_steps,
+        "weight_decay": t.weight_decay,
+        "bf16": t.precision == "bf16",
+        "fp16": t.precision == "fp16",
+        "tf32": False,
+        "flash_attention": t.flash_attention,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "save_safetensors": True,
+        "seed": 0,
+        "train_on_inputs": False,
+    }
+    if t.max_steps:
+        y["max_steps"] = t.max_steps
+    if t.adapter:
+        y.update(
+            adapter=t.adapter,
+            lora_r=t.lora_r,
+            lora_alpha=t.lora_alpha,
+            lora_dropout=t.lora_dropout,
+            lora_target_linear=True,
+        )
+        if t.adapter == "qlora":
+            y["load_in_4bit"] = True
+    if t.deepspeed:
+        y["deepspeed"] = t.deepspeed
+    if t.fsdp:
+        y["fsdp_config"] = dict(t.fsdp)
+        y["fsdp_version"] = t.fsdp.get("fsdp_version", 2)
+        y["fsdp_config"].pop("fsdp_version", None)
+    tr = cfg.tracking
+    if tr.mode != "disabled":
+        y.update(
+            wandb_project=tr.project,
+            wandb_entity=tr.entity,
+            wandb_mode=tr.mode,
+            wandb_name=f"{cfg.experiment.name}-train-axolotl",
+        )
+    y.update(t.axolotl)
+    return y
+
+
+def validate_axolotl(python: Path, yaml_path: Path) -> None:
+    """Axolotl's own validation of the rendered config (what `axolotl train` applies at start)."""
+    try:
+        helper(python, "validate", "--config", str(yaml_path))
+    except TrainError as e:
+        raise TrainError(
+            f"Axolotl rejected {yaml_path}: {str(e).removeprefix('INVALID ')}"
+        ) from None
+
+
+def launch_cmd(cfg: Config, python: Path, yaml_path: Path) -> list[str]:
+    t = cfg.train
+    cmd = [str(python.parent / "axolotl"), "train", str(yaml_path), "--launcher", t.launcher]
+    if t.launcher in ("accelerate", "torchrun") and (t.num_processes > 1 or t.num_machines > 1):
+        # Rank and rendezvous of multi-node runs come from the scheduler's environment.
+        extra = [
+            "--num_processes",
+            str(t.num_processes * t.num_machines),
+            "--num_machines",
+            str(t.num_machines),
+        ]
+        if t.num_machines > 1:
+            extra += [
+                "--machine_rank",
+                os.environ.get("MACHINE_RANK", os.environ.get("SLURM_NODEID", "0")),
+                "--main_process_ip",
+                os.environ.get("MASTER_ADDR", "127.0.0.1"),
+                "--main_process_port",
+                os.environ.get("MASTER_PORT", "29500"),
+            ]
+        cmd += ["--", *extra]
+    return cmd
+
+
+def train_env(cfg: Config, python: Path) -> dict[str, str]:
+    venv_bin = str(python.parent)
+    env = {
+        **os.environ,
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        # Telemetry off: offline, the upload waits minutes on retries after training.
+        "AXOLOTL_DO_NOT_TRACK": "1",
+        "DO_NOT_TRACK": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "WANDB_RUN_GROUP": cfg.experiment.name,
+        "WANDB_JOB_TYPE": "train",
+        "WANDB_MODE": cfg.tracking.mode,
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if cfg.train.base_model is None:  # a local tiny model: nothing to fetch
+        env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def run_axolotl(cfg: Config, python: Path, cmd: list[str], log_path: Path) -> float:
+    start = time.monotonic()
+    with log_path.open("w") as logf:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=train_env(cfg, python),
+            preexec_fn=die_with_parent,
+        )
+        try:
+            code = proc.wait(cfg.train.timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise TrainError(
+                f"axolotl train timed out after {cfg.train.timeout_s:.0f}s; log: {log_path}"
+            ) from None
+    if code != 0:
+        text = log_path.read_text(errors="replace")
+        tail = [ln for ln in text.strip().splitlines() if ln.strip()][-8:]
+        why = (
+            "out of memory"
+            if re.search(r"out of memory|OutOfMemoryError|Killed", text)
+            else f"exit {code}"
+        )
+        raise TrainError(
+            f"axolotl train failed ({why}); last lines of {log_path}:\n" + "\n".join(tail)
+        )
+    return time.monotonic() - start
+
+
+def loss_history(out: Path, log_path: Path) -> list[dict[str, float]]:
+    """Per-step training logs: trainer_state.json when saved, else the Trainer's log lines."""
+    for state in sorted(out.glob("**/trainer_state.json")):
+        hist = json.loads(state.read_text()).get("log_history", [])
+        rows = [h for h in hist if "loss" in h]
+        if rows:
+            return rows
+    rows = []
+    for m in re.finditer(r"\{[^{}]*'loss': [^{}]*\}", log_path.read_text(errors="replace")):
+        try:
+            d = ast.literal_eval(m.group(0))
+        except (ValueError, SyntaxError):  # not a plain metrics dict
+            continue
+        if isinstance(d, dict) and "loss" in d:
+            rows.append({k: float(v) for k, v in d.items() if isinstance(v, (int, float))})
+    for i, r in enumerate(rows, 1):
+        r.setdefault("step", float(i))
+    return rows
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """models/<experiment>/ (the checkpoint) from data/sft with the train recipe."""
+    cfg = ctx.cfg
+    track = StageRun("train", cfg, ctx.paths.workdir)
+    python = train_python(cfg, ctx.root)
+    dataset = ctx.paths.sft / "train.jsonl"
+    if not dataset.exists() or not dataset.read_text().strip():
+        raise TrainError(f"{dataset} is missing or empty: nothing to train on")
+    out = ctx.paths.models / cfg.experiment.name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    tokenizer = _resolve(cfg.train.tokenizer, ctx.paths.workdir, ctx.root)
+    if cfg.train.base_model is None:
+        create_tiny_model(cfg, python, tokenizer or str(ctx.paths.sft / "tokenizer"), out / "init")
+        base = str((out / "init").resolve())
+        base_rel = str((out / "init").relative_to(ctx.paths.workdir))
+    else:
+        base = _resolve(cfg.train.base_model, ctx.paths.workdir, ctx.root) or cfg.train.base_model
+        base_rel = cfg.train.base_model
+    y = axolotl_config(cfg, base, tokenizer, dataset.resolve(), out.resolve())
+    yaml_path = out / "axolotl.yaml"
+    write_text(yaml_path, yaml.safe_dump(y, sort_keys=False))
+    validate_axolotl(python, yaml_path)
+    log_path = out / "train.log"
+    seconds = run_axolotl(cfg, python, launch_cmd(cfg, python, yaml_path), log_path)
+    weights = (
+        list(out.glob("*.safetensors"))
+        + list(out.glob("adapter_model.*"))
+        + list(out.glob("*.bin"))
+    )
+    if not weights:
+        raise TrainError(f"axolotl exited 0 but wrote no model to {out}; see {log_path}")
+
+    hist = loss_history(out, log_path)
+    plots = ctx.paths.workdir / "plots"
+    plots.mkdir(exist_ok=True)
+    with (plots / "train_loss.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss"])
+        for h in hist:
+            w.writerow([int(h.get("step", 0)), h["loss"]])
+    write_json(
+        ctx.paths.models / "model.json",
+        {
+            "checkpoint": str(out.relative_to(ctx.paths.workdir)),
+            "base_model": base_rel,
+            "recipe": cfg.train.name,
+        },
+    )
+    losses = [h["loss"] for h in hist]
+    track.metrics.update(
+        {
+            "recipe": cfg.train.name,
+            "base_model": base_rel,
+            "rows": sum(1 for _ in dataset.open()),
+            "steps": len(hist),
+            "first_loss": round(losses[0], 4) if losses else None,
+            "final_loss": round(losses[-1], 4) if losses else None,
+            "min_loss": round(min(losses), 4) if losses else None,
+            "train_seconds": round(seconds, 1),
+        }
+    )
+    track.histograms = {"loss": losses}
+    return track.finish()

@@ -1,0 +1,84 @@
+"""Run with the training environment's Python:
+
+    python helpers.py tiny-model --tokenizer DIR --out DIR --spec JSON
+    python helpers.py validate --config axolotl.yaml
+
+`tiny-model` creates a randomly initialised model (architecture and sizes from JSON) with the
+given tokenizer; `validate` applies Axolotl's own config validation and prints one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def tiny_model(tokenizer: str, out: str, spec: dict) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    model_type = {"Qwen3ForCausalLM": "qwen3", "LlamaForCausalLM": "llama"}[spec["architecture"]]
+    cfg = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tok),
+        hidden_size=spec["hidden_size"],
+        num_hidden_layers=spec["num_hidden_layers"],
+        num_attention_heads=spec["num_attention_heads"],
+        num_key_value_heads=spec["num_key_value_heads"],
+        intermediate_size=spec["intermediate_size"],
+        max_position_embeddings=spec["max_position_embeddings"],
+        head_dim=spec["hidden_size"] // spec["num_attention_heads"],
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.generation_config = GenerationConfig(
+        max_new_tokens=spec["generation_max_new_tokens"],
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        do_sample=False,
+    )
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    n = sum(p.numel() for p in model.parameters())
+    print(json.dumps({"parameters": n, "architecture": spec["architecture"]}))
+
+
+def validate(path: str) -> None:
+    import yaml
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    with open(path) as f:
+        cfg = DictDefault(yaml.safe_load(f))
+    try:
+        validate_config(cfg)
+    except Exception as e:
+        print("INVALID " + " ".join(str(e).split())[:2000])
+        sys.exit(1)
+    print("VALID")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("tiny-model")
+    t.add_argument("--tokenizer", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--spec", required=True)
+    v = sub.add_parser("validate")
+    v.add_argument("--config", required=True)
+    a = p.parse_args()
+    if a.cmd == "tiny-model":
+        tiny_model(a.tokenizer, a.out, json.loads(a.spec))
+    else:
+        validate(a.config)
+
+
+if __name__ == "__main__":
+    main()
