@@ -7,6 +7,7 @@
     litecoder base-image [--params F | OVERRIDE ...] [--force] build/pull the environments' base
     litecoder clean [--images]                                 remove litecoder's containers
                                                                (--images: task images too)
+    litecoder compare SWEEP_DIR | RUN_DIR ...                  sweep members side by side
     litecoder stand-in [--port N ...]                          run the offline stand-in teacher
 
 Every path ends in the same stage functions (`litecoder.pipeline.STAGES`).
@@ -76,6 +77,7 @@ def _run_main(argv: list[str]) -> int:
     from hydra.types import RunMode
     from omegaconf import DictConfig, OmegaConf
 
+    from litecoder.compare import log_summary_run, sweep_group
     from litecoder.io import write_text
 
     stages, hydra_args = _select_stages(argv)
@@ -94,12 +96,19 @@ def _run_main(argv: list[str]) -> int:
             log.error("%s", e)
             raise SystemExit(2) from None
         hc = HydraConfig.get()
-        workdir = Path(hc.runtime.output_dir) if hc.mode == RunMode.MULTIRUN else root
-        if workdir != root:  # each sweep member keeps the exact config it ran with
+        multirun = hc.mode == RunMode.MULTIRUN
+        workdir = Path(hc.runtime.output_dir) if multirun else root
+        if multirun:  # each sweep member keeps the exact config it ran with, in the sweep's group
             write_text(workdir / "params.yaml", OmegaConf.to_yaml(dcfg, resolve=True))
+            group = sweep_group(cfg.experiment.name, Path(hc.sweep.dir))
+            cfg = cfg.model_copy(
+                update={"tracking": cfg.tracking.model_copy(update={"group": group})}
+            )
         results = {}
         for s in stages:
             results[s] = run_stage(s, cfg, root=root, workdir=workdir)
+        if multirun:
+            log_summary_run(cfg, workdir, cfg.tracking.group or cfg.experiment.name)
         return results
 
     sys.argv = ["litecoder run", *hydra_args]
@@ -149,6 +158,26 @@ def _clean_main(argv: list[str]) -> int:
     return 0
 
 
+def _compare_main(argv: list[str]) -> int:
+    from rich.table import Table
+
+    from litecoder.compare import COLUMNS, compare
+    from litecoder.tracking import console
+
+    p = argparse.ArgumentParser(
+        prog="litecoder compare", description="sweep members (or run dirs) side by side"
+    )
+    p.add_argument("paths", nargs="+", type=Path, help="a multirun sweep dir, or run dirs")
+    p.add_argument("--out", type=Path, help="where compare.md/.csv go (default: the first path)")
+    a = p.parse_args(argv)
+    rows = compare(a.paths, out=a.out or a.paths[0])
+    table = Table(*COLUMNS)
+    for r in rows:
+        table.add_row(*("-" if r[c] is None else str(r[c]) for c in COLUMNS))
+    console.print(table)
+    return 0 if rows else 1
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
@@ -173,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
             code = _base_image_main(rest)
         elif cmd == "clean":
             code = _clean_main(rest)
+        elif cmd == "compare":
+            code = _compare_main(rest)
         elif cmd == "stand-in":
             from litecoder.offline.server import main as serve
 

@@ -424,6 +424,8 @@ class Tracking(Strict):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "litecoder"
     entity: str | None = None
+    # W&B group; None: the experiment's name (a multirun sets <experiment>/<sweep>).
+    group: str | None = None
     sample_rows: int = Field(default=20, ge=0)
 
 

@@ -50,6 +50,17 @@ class StageContext:
         )
 
 
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_python(path: str, root: Path) -> Path | None:
+    """An interpreter path from config: absolute, else under the project root, else under
+    litecoder's own checkout (where scripts/setup.sh creates .venv-train)."""
+    p = Path(path)
+    candidates = [p] if p.is_absolute() else [root / p, SOURCE_ROOT / p]
+    return next((c for c in candidates if c.exists()), None)
+
+
 def cache_dir(cfg: Config, root: Path) -> Path | None:
     if not cfg.llm.cache:
         return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import os
 import re
 import shlex
 import shutil
@@ -30,10 +31,20 @@ REQUIRED = (
     "solution/solve.sh",
     "tests/test.sh",
 )
-ISOLATED_COMPOSE = (
-    "# Written by litecoder: the task runs without network (Docker enforces it).\n"
-    "services:\n  main:\n    network_mode: none\n"
-)
+
+
+def compose_override(isolated: bool) -> str:
+    """environment/docker-compose.yaml: an init process (the container stops at once instead
+    of waiting out Docker's 10 s stop timeout) and, when isolated, no network."""
+    lines = ["# Written by litecoder.", "services:", "  main:", "    init: true"]
+    if isolated:
+        lines.append("    network_mode: none  # no network, enforced by Docker")
+    return "\n".join(lines) + "\n"
+
+
+def harbor_env(**extra: str) -> dict[str, str]:
+    """Environment for Harbor subprocesses: offline-safe LiteLLM, no telemetry."""
+    return {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HARBOR_TELEMETRY": "0", **extra}
 
 
 def harbor_bin() -> str:

@@ -135,9 +135,9 @@ def log_wandb(
     run = wandb.init(
         project=t.project,
         entity=t.entity,
-        group=cfg.experiment.name,
+        group=t.group or cfg.experiment.name,
         job_type=stage,
-        name=f"{cfg.experiment.name}-{stage}",
+        name=f"{t.group or cfg.experiment.name}-{stage}",
         mode=t.mode,
         dir=str(workdir),
         config=cfg.model_dump(mode="json", by_alias=True),

@@ -82,7 +82,8 @@ def test_smoke_builds_a_validated_environment_per_accepted_task(smoke: Path) -> 
         # portable: no local image ids, only the named base image
         dockerfile = (d / "environment/Dockerfile").read_text()
         assert dockerfile.startswith(f"FROM {BASE}\n") and "sha256:" not in dockerfile
-        assert "network_mode: none" in (d / "environment/docker-compose.yaml").read_text()
+        compose = (d / "environment/docker-compose.yaml").read_text()
+        assert "network_mode: none" in compose and "init: true" in compose
     splits = json.loads((envs / "splits.json").read_text())
     assert sorted(splits["train"] + splits["heldout"]) == sorted(accepted)
     assert 1 <= len(splits["heldout"]) < len(accepted)

@@ -61,19 +61,20 @@ from litecoder.sandbox import (
     remove_labelled,
 )
 from litecoder.taskdir import (
-    ISOLATED_COMPOSE,
     check_copy_sources,
     check_layout,
     check_task_toml,
+    compose_override,
     die_with_parent,
     harbor_bin,
+    harbor_env,
     render_dockerfile,
     task_toml,
 )
 from litecoder.tracking import StageRun, progress
 
 log = logging.getLogger(__name__)
-VERSION = 1  # bump when the stage's output format changes: invalidates the work area
+VERSION = 2  # bump when the stage's output format changes: invalidates the work area
 
 
 class StepFailed(Exception):
@@ -359,8 +360,10 @@ class Envprep:
                     raise StepFailed("setup", "the agent wrote no environment/Dockerfile")
         finally:
             await asyncio.to_thread(sb.close)
-        if e.task.network == "isolated" and not (env_dir / "docker-compose.yaml").exists():
-            write_text(env_dir / "docker-compose.yaml", ISOLATED_COMPOSE)
+        if not (env_dir / "docker-compose.yaml").exists():
+            write_text(
+                env_dir / "docker-compose.yaml", compose_override(e.task.network == "isolated")
+            )
 
     async def build(self, task_id: str, fp: str, env_dir: Path, out: TaskOutcome) -> str:
         errors = check_copy_sources(env_dir)
@@ -438,7 +441,7 @@ class Envprep:
             "-q",
             "-y",
         ]
-        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        env = harbor_env()
         proc = await asyncio.create_subprocess_exec(
             *cmd,
             stdout=asyncio.subprocess.PIPE,

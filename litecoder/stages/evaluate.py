@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from litecoder.config import Config
-from litecoder.context import StageContext
+from litecoder.context import StageContext, env_python
 from litecoder.io import write_json, write_text
 from litecoder.sandbox import docker_client
 from litecoder.stages.rollout import trial_results
-from litecoder.taskdir import die_with_parent, harbor_bin
+from litecoder.taskdir import die_with_parent, harbor_bin, harbor_env
 from litecoder.tracking import StageRun, progress
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(model: str, cfg: Config, root: Path, log_path: Path) -> Iterator[str]:
-    """An OpenAI-compatible server for `model` on loopback; yields its base URL."""
+def serve(model: str, cfg: Config, root: Path, log_path: Path) -> Iterator[tuple[str, str]]:
+    """An OpenAI-compatible server for `model` on loopback; yields (base URL, model name to
+    request): `transformers serve` answers only to the pinned model's own name."""
     s = cfg.eval.serve
     port = free_port()
-    python = Path(s.python) if Path(s.python).is_absolute() else root / s.python
-    if not python.exists():
+    python = env_python(s.python, root)
+    if python is None:
         raise RuntimeError(f"eval.serve.python {s.python!r} does not exist (see scripts/setup.sh)")
     bindir = python.parent
     if s.backend == "transformers":
@@ -95,7 +96,9 @@ def serve(model: str, cfg: Config, root: Path, log_path: Path) -> Iterator[str]:
                     f"{s.backend} server for {model} exited {proc.returncode}: {tail}"
                 )
             try:
-                with urllib.request.urlopen(f"{base}/models", timeout=5):
+                # /health exists on both servers; /v1/models of `transformers serve` scans
+                # the hub cache and fails offline.
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
                     break
             except OSError:
                 if time.monotonic() > deadline:
@@ -104,7 +107,7 @@ def serve(model: str, cfg: Config, root: Path, log_path: Path) -> Iterator[str]:
                     ) from None
                 time.sleep(1)
         log.info("serving %s at %s (%s)", model, base, s.backend)
-        yield base
+        yield base, (model if s.backend == "transformers" else SERVED_NAME)
     finally:
         proc.terminate()
         try:
@@ -147,7 +150,7 @@ def score(results: list[dict[str, Any]], k: int) -> dict[str, Any]:
 
 
 def harbor_job(
-    cfg: Config, api_base: str, job_name: str, jobs_dir: Path, tasks: list[Path]
+    cfg: Config, api_base: str, served: str, job_name: str, jobs_dir: Path, tasks: list[Path]
 ) -> dict[str, Any]:
     from harbor.models.job.config import JobConfig
 
@@ -162,7 +165,7 @@ def harbor_job(
         "n_concurrent_trials": e.n_concurrent,
         "agent_timeout_multiplier": e.agent_timeout_multiplier,
         "quiet": True,
-        "agents": [{"name": e.agent.name, "model_name": f"openai/{SERVED_NAME}", "kwargs": kwargs}],
+        "agents": [{"name": e.agent.name, "model_name": f"openai/{served}", "kwargs": kwargs}],
     }
     if e.source == "local":
         data["tasks"] = [{"path": str(t)} for t in tasks]
@@ -182,11 +185,11 @@ def evaluate_model(
     if (jobs_dir / label).exists():
         shutil.rmtree(jobs_dir / label)
     start = time.monotonic()
-    with serve(model, cfg, ctx.root, out / f"serve-{label}.log") as base:
-        conf = harbor_job(cfg, base, label, jobs_dir, tasks)
+    with serve(model, cfg, ctx.root, out / f"serve-{label}.log") as (base, served):
+        conf = harbor_job(cfg, base, served, label, jobs_dir, tasks)
         conf_path = out / f"job-{label}.json"
         write_text(conf_path, json.dumps(conf, indent=2))
-        env = {**os.environ, "OPENAI_API_KEY": "EMPTY", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        env = harbor_env(OPENAI_API_KEY="EMPTY")
         with (out / f"harbor-{label}.log").open("w") as logf:
             proc = subprocess.Popen(
                 [harbor_bin(), "run", "-c", str(conf_path), "-y"],
@@ -230,7 +233,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         tasks = [(ctx.paths.envs / t).resolve() for t in splits["heldout"]]
         if not tasks:
             raise RuntimeError("the held-out split is empty: raise envprep.heldout_fraction")
-    info = json.loads((ctx.paths.models / "litecoder_model.json").read_text())
+    info = json.loads((ctx.paths.models / "model.json").read_text())
     models = {"tuned": info["checkpoint"]}
     if cfg.eval.baseline:
         models["baseline"] = info["base_model"]

@@ -28,7 +28,7 @@ from litecoder.config import Config, RolloutAgent
 from litecoder.context import StageContext
 from litecoder.io import write_text
 from litecoder.sandbox import docker_client
-from litecoder.taskdir import die_with_parent, harbor_bin
+from litecoder.taskdir import die_with_parent, harbor_bin, harbor_env
 from litecoder.tracking import StageRun, progress
 
 log = logging.getLogger(__name__)
@@ -124,16 +124,12 @@ def trial_results(job_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def harbor_env(cfg: Config) -> dict[str, str]:
+def teacher_env(cfg: Config) -> dict[str, str]:
     """Environment of the Harbor process: the teacher's key as LiteLLM's OPENAI_API_KEY (in
     memory only; Harbor's config files never see it)."""
     teacher = cfg.teacher("agent")
     key = os.environ.get(teacher.api_key_env, "") if teacher.api_key_env else ""
-    return {
-        **os.environ,
-        "OPENAI_API_KEY": key or "EMPTY",
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    }
+    return harbor_env(OPENAI_API_KEY=key or "EMPTY")
 
 
 def run_job(
@@ -147,7 +143,7 @@ def run_job(
             cmd,
             stdout=logf,
             stderr=subprocess.STDOUT,
-            env=harbor_env(cfg),
+            env=teacher_env(cfg),
             preexec_fn=die_with_parent,
         )
         try:

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from litecoder.config import Config
-from litecoder.context import StageContext
+from litecoder.context import StageContext, env_python
 from litecoder.io import write_json, write_text
 from litecoder.taskdir import die_with_parent
 from litecoder.tracking import StageRun
@@ -52,9 +52,8 @@ HELPERS = Path(__file__).resolve().parent.parent / "train_env" / "helpers.py"
 
 def train_python(cfg: Config, root: Path) -> Path:
     """The training environment's interpreter (relative paths from the project root)."""
-    p = Path(cfg.train.python)
-    p = p if p.is_absolute() else root / p
-    if not p.exists():
+    p = env_python(cfg.train.python, root)
+    if p is None:
         raise TrainError(
             f"train.python {cfg.train.python!r} does not exist: create the training environment "
             "(scripts/setup.sh, or python3.12 -m venv .venv-train && .venv-train/bin/pip install "
@@ -259,24 +258,35 @@ def run_axolotl(cfg: Config, python: Path, cmd: list[str], log_path: Path) -> fl
     return time.monotonic() - start
 
 
-def loss_history(out: Path, log_path: Path) -> list[dict[str, float]]:
-    """Per-step training logs: trainer_state.json when saved, else the Trainer's log lines."""
+def _num(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def train_logs(out: Path, log_path: Path) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """Per-step logs and the final summary: trainer_state.json when saved, else the Trainer's
+    log lines (dicts printed per logging step; Axolotl formats the numbers as strings)."""
     for state in sorted(out.glob("**/trainer_state.json")):
         hist = json.loads(state.read_text()).get("log_history", [])
-        rows = [h for h in hist if "loss" in h]
-        if rows:
-            return rows
-    rows = []
-    for m in re.finditer(r"\{[^{}]*'loss': [^{}]*\}", log_path.read_text(errors="replace")):
+        steps = [h for h in hist if "loss" in h]
+        if steps:
+            return steps, next((h for h in hist if "train_runtime" in h), {})
+    steps, summary = [], {}
+    for m in re.finditer(r"\{'[^{}]*\}", log_path.read_text(errors="replace")):
         try:
             d = ast.literal_eval(m.group(0))
-        except (ValueError, SyntaxError):  # not a plain metrics dict
+        except (ValueError, SyntaxError):
             continue
-        if isinstance(d, dict) and "loss" in d:
-            rows.append({k: float(v) for k, v in d.items() if isinstance(v, (int, float))})
-    for i, r in enumerate(rows, 1):
+        nums = {k: x for k, v in d.items() if (x := _num(v)) is not None}
+        if "loss" in nums:
+            steps.append(nums)
+        elif "train_runtime" in nums:
+            summary = nums
+    for i, r in enumerate(steps, 1):
         r.setdefault("step", float(i))
-    return rows
+    return steps, summary
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -313,7 +323,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if not weights:
         raise TrainError(f"axolotl exited 0 but wrote no model to {out}; see {log_path}")
 
-    hist = loss_history(out, log_path)
+    hist, summary = train_logs(out, log_path)
     plots = ctx.paths.workdir / "plots"
     plots.mkdir(exist_ok=True)
     with (plots / "train_loss.csv").open("w", newline="") as f:
@@ -340,6 +350,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "final_loss": round(losses[-1], 4) if losses else None,
             "min_loss": round(min(losses), 4) if losses else None,
             "train_seconds": round(seconds, 1),
+            "trainer_runtime_s": summary.get("train_runtime"),
+            "train_loss": summary.get("train_loss"),
+            "tokens_per_sec_per_gpu": round(
+                sum(h.get("tokens/train_per_sec_per_gpu", 0) for h in hist) / max(1, len(hist)), 1
+            ),
         }
     )
     track.histograms = {"loss": losses}

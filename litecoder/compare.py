@@ -1,0 +1,172 @@
+"""`litecoder compare`: sweep members side by side (funnel, dataset size, train loss, pass@1,
+pass@k), from their metrics files; also the one-row summary each sweep member logs to W&B."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from litecoder.io import write_text
+
+COLUMNS = [
+    "member",
+    "overrides",
+    "sampled",
+    "accepted",
+    "environments",
+    "trials",
+    "kept",
+    "rows",
+    "final_loss",
+    "pass@1",
+    "pass@k",
+    "baseline pass@1",
+]
+
+
+def _load(p: Path) -> dict[str, Any]:
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def summarize(workdir: Path) -> dict[str, Any]:
+    """One row of key numbers for a run directory (the repo root, or a multirun job dir)."""
+    fun = _load(workdir / "metrics/funnel.json").get("total", {})
+    train = _load(workdir / "metrics/train.json")
+    ev = _load(workdir / "metrics/evaluate.json")
+    overrides = workdir / ".hydra/overrides.yaml"
+    k = ev.get("k", 1)
+    return {
+        "member": workdir.name,
+        "overrides": " ".join(yaml.safe_load(overrides.read_text()) or [])
+        if overrides.exists()
+        else "",
+        **{
+            c: fun.get(c) for c in ("sampled", "accepted", "environments", "trials", "kept", "rows")
+        },
+        "final_loss": train.get("final_loss"),
+        "pass@1": ev.get("tuned/pass@1"),
+        "pass@k": ev.get(f"tuned/pass@{k}"),
+        "baseline pass@1": ev.get("baseline/pass@1"),
+    }
+
+
+def members(paths: list[Path]) -> list[Path]:
+    """Run directories: each path itself if it has metrics/, else its subdirectories that do."""
+    out = []
+    for p in paths:
+        if (p / "metrics").is_dir():
+            out.append(p)
+        else:
+            out += sorted(d for d in p.iterdir() if (d / "metrics").is_dir())
+    return out
+
+
+def compare(paths: list[Path], out: Path | None = None) -> list[dict[str, Any]]:
+    rows = [summarize(m) for m in members(paths)]
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "compare.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += [
+            "| " + " | ".join("-" if r[c] is None else str(r[c]) for c in COLUMNS) + " |"
+            for r in rows
+        ]
+        write_text(out / "compare.md", "# Sweep comparison\n\n" + "\n".join(lines) + "\n")
+    return rows
+
+
+def log_summary_run(cfg: Any, workdir: Path, group: str) -> None:
+    """One W&B run per sweep member (job type `summary`): its config and its row."""
+    if cfg.tracking.mode == "disabled":
+        return
+    import wandb
+
+    row = summarize(workdir)
+    run = wandb.init(
+        project=cfg.tracking.project,
+        entity=cfg.tracking.entity,
+        group=group,
+        job_type="summary",
+        name=f"{group}/{workdir.name}",
+        mode=cfg.tracking.mode,
+        dir=str(workdir),
+        config=cfg.model_dump(mode="json", by_alias=True),
+        reinit="create_new",
+        settings=wandb.Settings(console="off", x_disable_stats=True),
+    )
+    try:
+        run.summary.update({k: v for k, v in row.items() if v is not None})
+    finally:
+        run.finish()
+
+
+def log_compare_run(cfg: Any, rows: list[dict[str, Any]], group: str, workdir: Path) -> None:
+    if cfg.tracking.mode == "disabled" or not rows:
+        return
+    import wandb
+
+    run = wandb.init(
+        project=cfg.tracking.project,
+        entity=cfg.tracking.entity,
+        group=group,
+        job_type="compare",
+        name=f"{group}/compare",
+        mode=cfg.tracking.mode,
+        dir=str(workdir),
+        reinit="create_new",
+        settings=wandb.Settings(console="off", x_disable_stats=True),
+    )
+    try:
+        table = wandb.Table(columns=COLUMNS, data=[[r[c] for c in COLUMNS] for r in rows])
+        run.log({"compare": table})
+    finally:
+        run.finish()
+
+
+class SweepCallback:
+    """Hydra callback (hydra.callbacks in conf/config.yaml): when a multirun ends, compare its
+    members into <sweep dir>/compare.{md,csv} and log the table to W&B."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def on_multirun_end(self, config: Any, **_: Any) -> None:
+        from omegaconf import OmegaConf
+
+        from litecoder.config import validate
+
+        sweep = Path(config.hydra.sweep.dir)
+        if not sweep.is_dir():
+            return
+        rows = compare([sweep], out=sweep)
+        data = OmegaConf.to_container(config, resolve=True)
+        data.pop("hydra", None)  # type: ignore[union-attr]
+        cfg = validate(data, check_env=False)  # type: ignore[arg-type]
+        log_compare_run(cfg, rows, sweep_group(cfg.experiment.name, sweep), sweep)
+
+    # Hydra calls these too; nothing to do.
+    def on_run_start(self, config: Any, **_: Any) -> None:
+        pass
+
+    def on_run_end(self, config: Any, **_: Any) -> None:
+        pass
+
+    def on_multirun_start(self, config: Any, **_: Any) -> None:
+        pass
+
+    def on_job_start(self, config: Any, **_: Any) -> None:
+        pass
+
+    def on_job_end(self, config: Any, job_return: Any, **_: Any) -> None:
+        pass
+
+
+def sweep_group(experiment: str, sweep_dir: Path) -> str:
+    return f"{experiment}/{sweep_dir.name}"
