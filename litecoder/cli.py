@@ -23,7 +23,7 @@ from pathlib import Path
 from rich.logging import RichHandler
 
 from litecoder.config import CONF_DIR_NAME, ConfigError, load_config, validate
-from litecoder.io import MissingInput
+from litecoder.io import MissingInput, StageError
 from litecoder.pipeline import ORDER, STAGES, run_stage
 from litecoder.sandbox import SandboxError
 
@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     except MissingInput as e:
         print(f"error: {e}", file=sys.stderr)
         code = 4
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 5
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130

@@ -45,6 +45,10 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+class StageError(RuntimeError):
+    """A stage cannot go on (a tool failed, a server did not start); the message says why."""
+
+
 class MissingInput(FileNotFoundError):
     """A stage's input file is not there (its upstream stage has not run)."""
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from litecoder.config import Config
 from litecoder.context import StageContext, env_python
-from litecoder.io import write_json, write_text
+from litecoder.io import StageError, write_json, write_text
 from litecoder.sandbox import docker_client
 from litecoder.stages.rollout import trial_results
 from litecoder.taskdir import die_with_parent, harbor_bin, harbor_env
@@ -49,7 +49,7 @@ def serve(model: str, cfg: Config, root: Path, log_path: Path) -> Iterator[tuple
     port = free_port()
     python = env_python(s.python, root)
     if python is None:
-        raise RuntimeError(f"eval.serve.python {s.python!r} does not exist (see scripts/setup.sh)")
+        raise StageError(f"eval.serve.python {s.python!r} does not exist (see scripts/setup.sh)")
     bindir = python.parent
     if s.backend == "transformers":
         cmd = [
@@ -92,9 +92,7 @@ def serve(model: str, cfg: Config, root: Path, log_path: Path) -> Iterator[tuple
         while True:
             if proc.poll() is not None:
                 tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-6:])
-                raise RuntimeError(
-                    f"{s.backend} server for {model} exited {proc.returncode}: {tail}"
-                )
+                raise StageError(f"{s.backend} server for {model} exited {proc.returncode}: {tail}")
             try:
                 # /health exists on both servers; /v1/models of `transformers serve` scans
                 # the hub cache and fails offline.
@@ -102,7 +100,7 @@ def serve(model: str, cfg: Config, root: Path, log_path: Path) -> Iterator[tuple
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
+                    raise StageError(
                         f"{s.backend} server did not come up in {s.startup_timeout_s}s"
                     ) from None
                 time.sleep(1)
@@ -207,13 +205,13 @@ def evaluate_model(
                 if time.monotonic() - start > cfg.eval.harbor_timeout_s:
                     proc.terminate()
                     proc.wait(60)
-                    raise RuntimeError(f"evaluation did not finish in {cfg.eval.harbor_timeout_s}s")
+                    raise StageError(f"evaluation did not finish in {cfg.eval.harbor_timeout_s}s")
     results = trial_results(jobs_dir / label)
     if not results:
         tail = " | ".join(
             (out / f"harbor-{label}.log").read_text(errors="replace").strip().splitlines()[-5:]
         )
-        raise RuntimeError(f"harbor produced no trial results for {label}: {tail}")
+        raise StageError(f"harbor produced no trial results for {label}: {tail}")
     bar.advance(len(results) - seen)
     return {
         "model": model,
@@ -232,7 +230,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         splits = json.loads((ctx.paths.envs / "splits.json").read_text())
         tasks = [(ctx.paths.envs / t).resolve() for t in splits["heldout"]]
         if not tasks:
-            raise RuntimeError("the held-out split is empty: raise envprep.heldout_fraction")
+            raise StageError("the held-out split is empty: raise envprep.heldout_fraction")
     info = json.loads((ctx.paths.models / "model.json").read_text())
     models = {"tuned": info["checkpoint"]}
     if cfg.eval.baseline:

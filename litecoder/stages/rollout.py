@@ -26,7 +26,7 @@ from typing import Any
 
 from litecoder.config import Config, RolloutAgent
 from litecoder.context import StageContext
-from litecoder.io import write_text
+from litecoder.io import StageError, write_text
 from litecoder.sandbox import docker_client
 from litecoder.taskdir import die_with_parent, harbor_bin, harbor_env
 from litecoder.tracking import StageRun, progress
@@ -155,7 +155,7 @@ def run_job(
                     seen = now
                 if time.monotonic() - start > cfg.rollout.harbor_timeout_s:
                     proc.kill()
-                    raise RuntimeError(f"harbor did not finish in {cfg.rollout.harbor_timeout_s}s")
+                    raise StageError(f"harbor did not finish in {cfg.rollout.harbor_timeout_s}s")
         except BaseException:
             if proc.poll() is None:
                 proc.terminate()  # Harbor tears its containers down on SIGTERM
@@ -168,7 +168,7 @@ def run_job(
     bar.advance(max(0, now - seen))
     if proc.returncode != 0 and now < expected:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"harbor exited {proc.returncode}: {' | '.join(tail)}")
+        raise StageError(f"harbor exited {proc.returncode}: {' | '.join(tail)}")
     return time.monotonic() - start
 
 

@@ -26,14 +26,14 @@ import yaml
 
 from litecoder.config import Config
 from litecoder.context import StageContext, env_python
-from litecoder.io import write_json, write_text
+from litecoder.io import StageError, write_json, write_text
 from litecoder.taskdir import die_with_parent
 from litecoder.tracking import StageRun
 
 log = logging.getLogger(__name__)
 
 
-class TrainError(RuntimeError):
+class TrainError(StageError):
     """Axolotl could not train; the message carries the tail of its log."""
 
 
@@ -62,7 +62,8 @@ def train_python(cfg: Config, root: Path) -> Path:
     return p
 
 
-def helper(python: Path, *args: str, timeout: float = 600) -> str:
+def helper(python: Path, *args: str, timeout: float = 600) -> list[str]:
+    """Run a train_env helper; its stdout lines, or TrainError with its reason."""
     r = subprocess.run(
         [str(python), str(HELPERS), *args],
         capture_output=True,
@@ -70,10 +71,11 @@ def helper(python: Path, *args: str, timeout: float = 600) -> str:
         timeout=timeout,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
-    if r.returncode != 0:
-        out = (r.stdout + r.stderr).strip().splitlines()
-        raise TrainError(out[-1] if out else f"{args[0]} failed")
-    return r.stdout.strip().splitlines()[-1]
+    lines = r.stdout.strip().splitlines()
+    if r.returncode != 0 and not any(ln.startswith("INVALID ") for ln in lines):
+        tail = (r.stdout + r.stderr).strip().splitlines()
+        raise TrainError(tail[-1] if tail else f"{args[0]} failed")
+    return lines
 
 
 def create_tiny_model(cfg: Config, python: Path, tokenizer_path: str, out: Path) -> dict[str, Any]:
@@ -135,7 +137,7 @@ def axolotl_config(
         "bf16": t.precision == "bf16",
         "fp16": t.precision == "fp16",
         "tf32": False,
-        "flash_attention": t.flash_attention,
+        "attn_implementation": "flash_attention_2" if t.flash_attention else "sdpa",
         "gradient_checkpointing": t.gradient_checkpointing,
         "logging_steps": 1,
         "save_strategy": "no",
@@ -173,14 +175,22 @@ def axolotl_config(
     return y
 
 
+def axolotl_verdicts(python: Path, paths: list[Path]) -> dict[Path, str | None]:
+    """Axolotl's own validation (what `axolotl train` applies at start): None or the reason."""
+    out: dict[Path, str | None] = {}
+    args = [a for p in paths for a in ("--config", str(p))]
+    for line in helper(python, "validate", *args):
+        status, _, rest = line.partition(" ")
+        if status in ("VALID", "INVALID"):
+            path, _, reason = rest.partition(" ")
+            out[Path(path)] = reason or None if status == "INVALID" else None
+    return out
+
+
 def validate_axolotl(python: Path, yaml_path: Path) -> None:
-    """Axolotl's own validation of the rendered config (what `axolotl train` applies at start)."""
-    try:
-        helper(python, "validate", "--config", str(yaml_path))
-    except TrainError as e:
-        raise TrainError(
-            f"Axolotl rejected {yaml_path}: {str(e).removeprefix('INVALID ')}"
-        ) from None
+    reason = axolotl_verdicts(python, [yaml_path]).get(yaml_path, "no verdict")
+    if reason:
+        raise TrainError(f"Axolotl rejected {yaml_path}: {reason}")
 
 
 def launch_cmd(cfg: Config, python: Path, yaml_path: Path) -> list[str]:
@@ -207,7 +217,7 @@ def launch_cmd(cfg: Config, python: Path, yaml_path: Path) -> list[str]:
     return cmd
 
 
-def train_env(cfg: Config, python: Path) -> dict[str, str]:
+def train_env(cfg: Config, python: Path, workdir: Path) -> dict[str, str]:
     venv_bin = str(python.parent)
     env = {
         **os.environ,
@@ -216,9 +226,10 @@ def train_env(cfg: Config, python: Path) -> dict[str, str]:
         "AXOLOTL_DO_NOT_TRACK": "1",
         "DO_NOT_TRACK": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
-        "WANDB_RUN_GROUP": cfg.experiment.name,
+        "WANDB_RUN_GROUP": cfg.tracking.group or cfg.experiment.name,
         "WANDB_JOB_TYPE": "train",
         "WANDB_MODE": cfg.tracking.mode,
+        "WANDB_DIR": str(workdir),  # beside the stage runs of this run / sweep member
         "TOKENIZERS_PARALLELISM": "false",
     }
     if cfg.train.base_model is None:  # a local tiny model: nothing to fetch
@@ -226,14 +237,14 @@ def train_env(cfg: Config, python: Path) -> dict[str, str]:
     return env
 
 
-def run_axolotl(cfg: Config, python: Path, cmd: list[str], log_path: Path) -> float:
+def run_axolotl(cfg: Config, python: Path, cmd: list[str], log_path: Path, workdir: Path) -> float:
     start = time.monotonic()
     with log_path.open("w") as logf:
         proc = subprocess.Popen(
             cmd,
             stdout=logf,
             stderr=subprocess.STDOUT,
-            env=train_env(cfg, python),
+            env=train_env(cfg, python, workdir),
             preexec_fn=die_with_parent,
         )
         try:
@@ -314,7 +325,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     write_text(yaml_path, yaml.safe_dump(y, sort_keys=False))
     validate_axolotl(python, yaml_path)
     log_path = out / "train.log"
-    seconds = run_axolotl(cfg, python, launch_cmd(cfg, python, yaml_path), log_path)
+    seconds = run_axolotl(
+        cfg, python, launch_cmd(cfg, python, yaml_path), log_path, ctx.paths.workdir
+    )
     weights = (
         list(out.glob("*.safetensors"))
         + list(out.glob("adapter_model.*"))

@@ -1,7 +1,7 @@
 """Run with the training environment's Python:
 
     python helpers.py tiny-model --tokenizer DIR --out DIR --spec JSON
-    python helpers.py validate --config axolotl.yaml
+    python helpers.py validate --config axolotl.yaml [--config other.yaml ...]
 
 `tiny-model` creates a randomly initialised model (architecture and sizes from JSON) with the
 given tokenizer; `validate` applies Axolotl's own config validation and prints one line.
@@ -49,19 +49,23 @@ def tiny_model(tokenizer: str, out: str, spec: dict) -> None:
     print(json.dumps({"parameters": n, "architecture": spec["architecture"]}))
 
 
-def validate(path: str) -> None:
+def validate(paths: list[str]) -> None:
+    """One line per config: `VALID <path>` or `INVALID <path> <reason>`; exit 1 if any is."""
     import yaml
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
 
-    with open(path) as f:
-        cfg = DictDefault(yaml.safe_load(f))
-    try:
-        validate_config(cfg)
-    except Exception as e:
-        print("INVALID " + " ".join(str(e).split())[:2000])
-        sys.exit(1)
-    print("VALID")
+    bad = False
+    for path in paths:
+        with open(path) as f:
+            cfg = DictDefault(yaml.safe_load(f))
+        try:
+            validate_config(cfg)
+            print(f"VALID {path}")
+        except Exception as e:  # reported, one line per config
+            print(f"INVALID {path} " + " ".join(str(e).split())[:2000])
+            bad = True
+    sys.exit(1 if bad else 0)
 
 
 def main() -> None:
@@ -72,7 +76,7 @@ def main() -> None:
     t.add_argument("--out", required=True)
     t.add_argument("--spec", required=True)
     v = sub.add_parser("validate")
-    v.add_argument("--config", required=True)
+    v.add_argument("--config", required=True, action="append")
     a = p.parse_args()
     if a.cmd == "tiny-model":
         tiny_model(a.tokenizer, a.out, json.loads(a.spec))

@@ -1,0 +1,214 @@
+"""Training with Axolotl, evaluation through Harbor, the report, tracking and sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from litecoder.config import compose, validate
+from litecoder.io import read_jsonl
+from litecoder.stages.evaluate import harbor_job, pass_at_k
+from litecoder.stages.train import (
+    TrainError,
+    axolotl_config,
+    axolotl_verdicts,
+    validate_axolotl,
+)
+from litecoder.tracking import read_offline_run
+from tests.conftest import REPO, compose_cfg, make_project, run
+
+pytestmark = pytest.mark.docker
+TRAIN_PY = REPO / ".venv-train/bin/python"
+
+
+def test_smoke_trains_the_tiny_model(smoke: Path) -> None:
+    m = json.loads((smoke / "metrics/train.json").read_text())
+    cfg = compose_cfg()
+    assert m["recipe"] == "tiny_cpu" and m["steps"] == cfg.train.max_steps
+    assert m["final_loss"] < m["first_loss"]
+    out = smoke / "models/smoke"
+    assert (out / "model.safetensors").exists() and (out / "axolotl.yaml").exists()
+    rendered = yaml.safe_load((out / "axolotl.yaml").read_text())
+    assert rendered["datasets"][0]["type"] == "chat_template"
+    with (smoke / "plots/train_loss.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == m["steps"]
+
+
+def test_smoke_evaluates_the_served_checkpoint(smoke: Path) -> None:
+    r = json.loads((smoke / "results/local_heldout.json").read_text())
+    heldout = json.loads((smoke / "data/envs/splits.json").read_text())["heldout"]
+    assert set(r["models"]) == {"tuned", "baseline"}
+    for label, m in r["models"].items():
+        assert m["trials"] == len(heldout) * r["k"] and m["tasks"] == len(heldout)
+        assert 0.0 <= m["pass@1"] <= m[f"pass@{r['k']}"] <= 1.0
+        assert set(r["per_task"][label]) == set(heldout)
+    # Real Harbor trials against a real server: requests were answered by the checkpoint.
+    log = (smoke / "results/local_heldout/serve-tuned.log").read_text()
+    assert 'POST /v1/chat/completions HTTP/1.1" 200' in log
+    trials = list((smoke / "results/local_heldout/jobs/tuned").glob("*/result.json"))
+    assert len(trials) == r["models"]["tuned"]["trials"]
+
+
+def test_report_has_real_plots_of_this_run(smoke: Path) -> None:
+    import matplotlib.image as mpimg
+
+    md = (smoke / "reports/smoke.md").read_text()
+    assert "LiteCoder-4b-Terminal-preview | 13.75 | 3.3" in md and "## Funnel" in md
+    assert (smoke / "reports/smoke.html").read_text().count("<img") == 6
+    images = sorted((smoke / "reports/smoke").glob("*.png"))
+    assert {p.name for p in images} == {
+        "funnel.png",
+        "domains.png",
+        "turns.png",
+        "tokens.png",
+        "train_loss.png",
+        "scores.png",
+    }
+    for p in images:
+        img = mpimg.imread(p)
+        assert img.shape[0] > 200 and img.shape[1] > 300 and img.std() > 0.01  # not blank
+    fun = json.loads((smoke / "metrics/funnel.json").read_text())["total"]
+    with (smoke / "plots/funnel.csv").open() as f:
+        assert {r["stage"]: int(r["count"]) for r in csv.DictReader(f)} == fun
+    shown = run(["dvc", "plots", "show", "--json"], smoke).stdout
+    assert "Training loss" in shown and "Funnel" in shown
+
+
+def test_wandb_runs_cover_every_stage(smoke: Path) -> None:
+    runs = [read_offline_run(d) for d in (smoke / "wandb").glob("offline-run-*")]
+    job_types = {r["job_type"] for r in runs if r.get("group") == "smoke"}
+    assert {
+        "sample",
+        "judge",
+        "dedup",
+        "envprep",
+        "rollout",
+        "filter",
+        "sft",
+        "train",
+        "evaluate",
+        "report",
+    } <= job_types
+    ev = next(r for r in runs if r.get("job_type") == "evaluate")
+    assert "tuned/pass@1" in ev["summary"]
+    assert any(r.get("name") == "smoke-train-axolotl" for r in runs)  # Axolotl's own run
+
+
+def test_recipes_pass_axolotl_validation(tmp_path: Path) -> None:
+    paths, bad = [], []
+    for recipe in ("qwen3_4b_instruct", "qwen3_30b_a3b_instruct", "tiny_cpu"):
+        for adapter in (None, "lora"):
+            extra = [f"train.adapter={adapter}"] if adapter else []
+            cfg = compose_cfg(f"train={recipe}", *extra)
+            y = axolotl_config(
+                cfg,
+                cfg.train.base_model or "/models/tiny",
+                None,
+                Path("/data/sft/train.jsonl"),
+                Path("/out"),
+            )
+            if recipe == "qwen3_4b_instruct":
+                assert y["deepspeed"].endswith("zero3_bf16.json") and y["bf16"]
+            if recipe == "qwen3_30b_a3b_instruct":
+                assert y["fsdp_version"] == 2 and y["fsdp_config"]["reshard_after_forward"]
+            if adapter:
+                assert y["adapter"] == "lora" and y["lora_target_linear"]
+            paths.append(tmp_path / f"{recipe}-{adapter}.yaml")
+            paths[-1].write_text(yaml.safe_dump(y))
+            y["learning_rate"] = "fast"  # and the same config broken
+            bad.append(tmp_path / f"{recipe}-{adapter}-bad.yaml")
+            bad[-1].write_text(yaml.safe_dump(y))
+    verdicts = axolotl_verdicts(TRAIN_PY, paths + bad)
+    assert {p: verdicts[p] for p in paths} == dict.fromkeys(paths)
+    assert all(verdicts[p] and "learning_rate" in verdicts[p] for p in bad)
+    with pytest.raises(TrainError, match="Axolotl rejected"):
+        validate_axolotl(TRAIN_PY, bad[0])
+
+
+def test_unreadable_dataset_is_a_clear_error(smoke: Path, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", git=False)
+    shutil.copytree(smoke / "data/sft/tokenizer", project / "data/sft/tokenizer")
+    (project / "data/sft/train.jsonl").write_text('{"text": "no messages here"}\n' * 4)
+    r = run(["litecoder", "train", "tracking=disabled"], project, check=False, timeout=900)
+    assert r.returncode == 5
+    err = r.stderr
+    assert "error: axolotl train failed" in err and "last lines of" in err
+    assert not (project / "models/model.json").exists()  # no silent success
+
+
+def test_pass_at_k() -> None:
+    assert pass_at_k(4, 0, 1) == 0.0 and pass_at_k(4, 4, 4) == 1.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25) and pass_at_k(4, 1, 4) == 1.0
+    assert pass_at_k(4, 2, 2) == pytest.approx(1 - 1 / 6)
+
+
+def test_registry_benchmarks_make_harbor_jobs() -> None:
+    cfg = compose_cfg("eval=terminal_bench_2")
+    job = harbor_job(cfg, "http://127.0.0.1:8000/v1", "litecoder-eval", "tuned", Path("/j"), [])
+    assert job["datasets"][0]["name"] == "terminal-bench" and job["datasets"][0]["version"] == "2.0"
+    assert job["n_attempts"] == 4 and job["agents"][0]["name"] == "terminus-2"
+    assert job["agents"][0]["kwargs"]["api_base"] == "http://127.0.0.1:8000/v1"
+
+
+@pytest.mark.parametrize(
+    ("launcher", "target"),
+    [
+        ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+        ("ray_cluster", "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"),
+    ],
+)
+def test_launcher_configs_compose(launcher: str, target: str) -> None:
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+    from hydra.utils import get_class
+
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        cfg = hcompose("config", [f"hydra/launcher={launcher}"], return_hydra_config=True)
+        assert cfg.hydra.launcher._target_ == target
+        get_class(cfg.hydra.launcher._target_)  # the plugin is installed and importable
+        with pytest.raises(ConfigCompositionException):
+            hcompose(
+                "config",
+                [f"hydra/launcher={launcher}", "hydra.launcher.no_such_key=1"],
+                return_hydra_config=True,
+            )
+    validate(compose(REPO / "conf", [f"hydra/launcher={launcher}"]))
+
+
+def test_sweep_compares_members_and_dvc_exp_lists_them(smoke: Path) -> None:
+    """Two training learning rates: a Hydra multirun (two W&B summary runs in one group and a
+    comparison) and the same through `dvc exp run` / `dvc exp show`."""
+    fast = ["eval.k=1", "eval.baseline=false"]
+    run(["litecoder", "run", "-m", "train.learning_rate=0.0005,0.005", *fast], smoke, timeout=2400)
+    sweep = max((smoke / "multirun/smoke").iterdir())
+    members = sorted(d for d in sweep.iterdir() if (d / "metrics").is_dir())
+    assert len(members) == 2
+    rows = list(csv.DictReader((sweep / "compare.csv").open()))
+    assert len(rows) == 2 and all(r["final_loss"] and r["pass@1"] and r["rows"] for r in rows)
+    assert rows[0]["final_loss"] != rows[1]["final_loss"]
+    runs = [read_offline_run(d) for m in members for d in (m / "wandb").glob("offline-run-*")]
+    summaries = [r for r in runs if r["job_type"] == "summary"]
+    assert len(summaries) == 2 and len({r["group"] for r in summaries}) == 1
+    assert summaries[0]["group"] == f"smoke/{sweep.name}"
+    assert all(r["group"] == summaries[0]["group"] for r in runs)
+    # Sweep members shared the stage caches: no LLM request was paid twice.
+    for m in members:
+        assert json.loads((m / "metrics/sample.json").read_text())["llm"]["total"]["requests"] == 0
+
+    run(["git", "add", "-A"], smoke)
+    run(["git", "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "smoke"], smoke)
+    run(
+        ["dvc", "exp", "run", "-S", "train.learning_rate=0.005", "-S", fast[0], "-S", fast[1]],
+        smoke,
+        timeout=2400,
+    )
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], smoke).stdout)
+    text = json.dumps(shown)
+    assert "0.005" in text and "final_loss" in text and "pass@1" in text
+    assert read_jsonl(smoke / "data/sft/train.jsonl")
