@@ -117,6 +117,72 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# What each stage reads and writes, as W&B artifacts that reference the DVC-tracked files
+# (file:// URIs; nothing is uploaded): (name, type, path relative to the run dir).
+Artifact = tuple[str, str, str]
+STAGE_IO: dict[str, tuple[list[Artifact], list[Artifact]]] = {
+    "sample": ([], [("sampled-tasks", "dataset", "data/tasks/sampled.jsonl")]),
+    "judge": (
+        [("sampled-tasks", "dataset", "data/tasks/sampled.jsonl")],
+        [("judged-tasks", "dataset", "data/tasks/judged.jsonl")],
+    ),
+    "dedup": (
+        [("judged-tasks", "dataset", "data/tasks/judged.jsonl")],
+        [("accepted-tasks", "dataset", "data/tasks/accepted.jsonl")],
+    ),
+    "envprep": (
+        [("accepted-tasks", "dataset", "data/tasks/accepted.jsonl")],
+        [("environments", "dataset", "data/envs")],
+    ),
+    "rollout": (
+        [("environments", "dataset", "data/envs")],
+        [("rollouts", "dataset", "data/rollouts")],
+    ),
+    "filter": (
+        [("rollouts", "dataset", "data/rollouts")],
+        [("trajectories", "dataset", "data/trajectories")],
+    ),
+    "sft": (
+        [("trajectories", "dataset", "data/trajectories")],
+        [("sft-dataset", "dataset", "data/sft")],
+    ),
+    "train": ([("sft-dataset", "dataset", "data/sft")], [("checkpoint", "model", "models")]),
+    "evaluate": (
+        [("checkpoint", "model", "models"), ("environments", "dataset", "data/envs")],
+        [("eval-results", "results", "results")],
+    ),
+    "report": ([("eval-results", "results", "results")], [("report", "report", "reports")]),
+}
+
+
+def _artifact(wandb: Any, group: str, name: str, kind: str, path: Path, **meta: Any) -> Any:
+    art = wandb.Artifact(f"{group}-{name}".replace("/", "-"), type=kind, metadata=meta)
+    # Checksums for files; directories (checkpoints) are referenced by path only.
+    art.add_reference(path.resolve().as_uri(), checksum=path.is_file(), max_objects=100_000)
+    return art
+
+
+def log_artifacts(wandb: Any, run: Any, cfg: Config, stage: str, workdir: Path) -> None:
+    """Lineage from tasks to scores: online runs `use` their inputs and `log` their outputs;
+    offline W&B refuses use_artifact, so the inputs are named in the outputs' metadata."""
+    group = cfg.tracking.group or cfg.experiment.name
+    inputs, outputs = STAGE_IO.get(stage, ([], []))
+    used = []
+    for name, kind, rel in inputs:
+        path = workdir / rel
+        if not path.exists():
+            continue
+        used.append(f"{group}-{name}".replace("/", "-"))
+        if cfg.tracking.mode == "online":
+            run.use_artifact(_artifact(wandb, group, name, kind, path))
+    for name, kind, rel in outputs:
+        path = workdir / rel
+        if path.exists():
+            run.log_artifact(
+                _artifact(wandb, group, name, kind, path, dvc_path=rel, stage=stage, inputs=used)
+            )
+
+
 def log_wandb(
     cfg: Config,
     stage: str,
@@ -146,6 +212,7 @@ def log_wandb(
     )
     try:
         run.summary.update(_flatten(metrics))
+        log_artifacts(wandb, run, cfg, stage, workdir)
         if rows and t.sample_rows:
             rows = rows[: t.sample_rows]
             cols = sorted({k for r in rows for k in r})
@@ -176,7 +243,7 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
     (path,) = run_dir.glob("run-*.wandb")
     buf = path.read_bytes()
     block, pos, pending = 32768, 7, b""
-    info: dict[str, Any] = {"config": {}, "summary": {}}
+    info: dict[str, Any] = {"config": {}, "summary": {}, "artifacts": []}
     while pos + 7 <= len(buf):
         if block - pos % block < 7:  # block trailer padding
             pos += block - pos % block
@@ -203,6 +270,12 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
             items = rec.run.config.update
         elif which == "config":
             items = rec.config.update
+        elif which == "artifact":
+            a = rec.artifact
+            info["artifacts"].append(
+                {"name": a.name, "type": a.type, "metadata": json.loads(a.metadata or "{}")}
+            )
+            continue
         elif which == "summary":
             for it in rec.summary.update:
                 info["summary"][it.key or "/".join(it.nested_key)] = json.loads(it.value_json)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -97,6 +98,24 @@ def test_wandb_runs_cover_every_stage(smoke: Path) -> None:
     ev = next(r for r in runs if r.get("job_type") == "evaluate")
     assert "tuned/pass@1" in ev["summary"]
     assert any(r.get("name") == "smoke-train-axolotl" for r in runs)  # Axolotl's own run
+    # Lineage from tasks to scores: each stage's outputs are reference artifacts naming inputs.
+    arts = {a["name"]: a for r in runs for a in r["artifacts"] if "dvc_path" in a["metadata"]}
+    chain = [
+        "sampled-tasks",
+        "judged-tasks",
+        "accepted-tasks",
+        "environments",
+        "rollouts",
+        "trajectories",
+        "sft-dataset",
+        "checkpoint",
+        "eval-results",
+        "report",
+    ]
+    assert {f"smoke-{c}" for c in chain} <= set(arts)
+    for up, down in itertools.pairwise(chain):
+        assert f"smoke-{up}" in arts[f"smoke-{down}"]["metadata"]["inputs"], (up, down)
+    assert arts["smoke-checkpoint"]["type"] == "model"
 
 
 def test_recipes_pass_axolotl_validation(tmp_path: Path) -> None:

@@ -82,18 +82,16 @@ def create_tiny_model(cfg: Config, python: Path, tokenizer_path: str, out: Path)
     """A randomly initialised model of the configured architecture, saved with its tokenizer."""
     assert cfg.train.tiny_model is not None
     out.mkdir(parents=True, exist_ok=True)
-    info = json.loads(
-        helper(
-            python,
-            "tiny-model",
-            "--tokenizer",
-            tokenizer_path,
-            "--out",
-            str(out),
-            "--spec",
-            cfg.train.tiny_model.model_dump_json(),
-        )
-    )
+    args = [
+        "tiny-model",
+        "--tokenizer",
+        tokenizer_path,
+        "--out",
+        str(out),
+        "--spec",
+        cfg.train.tiny_model.model_dump_json(),
+    ]
+    info = json.loads(helper(python, *args)[-1])
     log.info(
         "created a %s with %.2fM parameters in %s",
         info["architecture"],
