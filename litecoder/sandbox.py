@@ -367,6 +367,25 @@ def remove_labelled(
     return removed
 
 
+def remove_compose_projects(client: Any, prefixes: list[str]) -> int:
+    """Remove the containers and networks of Docker Compose projects whose name starts with
+    one of `prefixes`: what a Harbor trial leaves behind when Harbor is killed mid-trial."""
+    if not prefixes:
+        return 0
+    key = "com.docker.compose.project"
+    removed = 0
+    for c in client.containers.list(all=True, filters={"label": key}):
+        if c.labels.get(key, "").startswith(tuple(prefixes)):
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+                removed += 1
+    for n in client.networks.list(filters={"label": key}):
+        if n.attrs.get("Labels", {}).get(key, "").startswith(tuple(prefixes)):
+            with contextlib.suppress(Exception):
+                n.remove()
+    return removed
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300] or type(e).__name__
 

@@ -13,16 +13,22 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from litecoder.config import BaseImage, TaskToml
+from litecoder.io import StageError
+
+log = logging.getLogger(__name__)
 
 REQUIRED = (
     "instruction.md",
@@ -61,6 +67,69 @@ def die_with_parent() -> None:
 
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def trial_results(job_dir: Path) -> list[dict[str, Any]]:
+    """The finished trials' result.json of a Harbor job directory."""
+    out = []
+    for res in sorted(job_dir.glob("*/result.json")):
+        r = json.loads(res.read_text())
+        if r.get("finished_at"):
+            out.append(r)
+    return out
+
+
+def reap_trials(job_dir: Path) -> int:
+    """Remove the containers of this job's trials that are still there (Harbor was killed
+    before its own teardown). Harbor names each trial's compose project after the trial."""
+    if not job_dir.is_dir():
+        return 0
+    from litecoder.sandbox import docker_client, remove_compose_projects
+
+    names = [re.sub(r"[^a-z0-9_-]", "-", d.name.lower()) for d in job_dir.iterdir() if d.is_dir()]
+    removed = remove_compose_projects(docker_client(), names)
+    if removed:
+        log.warning("removed %d trial container(s) Harbor left in %s", removed, job_dir.name)
+    return removed
+
+
+def run_harbor(
+    cmd: list[str],
+    *,
+    env: dict[str, str],
+    job_dir: Path,
+    log_path: Path,
+    timeout_s: float,
+    bar: Any,
+) -> tuple[float, int]:
+    """Run a Harbor command to the end, advancing `bar` as trial results appear; on timeout,
+    an error or an interrupt stop Harbor (SIGTERM: it tears its trials down) and remove
+    whatever trial containers are left. Returns (seconds, exit status)."""
+    start = time.monotonic()
+    seen = len(trial_results(job_dir))
+    with log_path.open("a") as logf:
+        proc = subprocess.Popen(
+            cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
+        )
+        try:
+            while proc.poll() is None:
+                time.sleep(1)
+                now = len(trial_results(job_dir))
+                bar.advance(max(0, now - seen))
+                seen = max(seen, now)
+                if time.monotonic() - start > timeout_s:
+                    raise StageError(f"harbor did not finish in {timeout_s:g}s")
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            reap_trials(job_dir)
+    bar.advance(max(0, len(trial_results(job_dir)) - seen))
+    return time.monotonic() - start, proc.returncode
 
 
 # --- Dockerfile ---------------------------------------------------------------------------

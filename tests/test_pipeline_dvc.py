@@ -45,8 +45,8 @@ def test_dvc_repro_is_incremental_and_shares_the_cache(tmp_path: Path) -> None:
         point_offline_teacher(project, server.base_url)
         git_init(project)
 
-        # 1. first repro writes the three datasets and their metrics
-        run(["dvc", "repro"], project)
+        # 1. first repro (of the first three stages) writes three datasets and their metrics
+        run(["dvc", "repro", "dedup"], project)
         for f in ("sampled", "judged", "accepted", "duplicates"):
             assert (project / f"data/tasks/{f}.jsonl").exists()
         for s in ("sample", "judge", "dedup"):
@@ -55,7 +55,7 @@ def test_dvc_repro_is_incremental_and_shares_the_cache(tmp_path: Path) -> None:
         assert first == {"completion": 14, "chat": 14}
 
         # 2. a second repro changes nothing and makes no call
-        r = run(["dvc", "repro"], project)
+        r = run(["dvc", "repro", "dedup"], project)
         assert "Data and pipelines are up to date" in r.stdout + r.stderr
         assert counts(server) == first
 
@@ -71,6 +71,7 @@ def test_dvc_repro_is_incremental_and_shares_the_cache(tmp_path: Path) -> None:
                 "judge.criteria.clarity.threshold=5",
                 "-S",
                 "judge.criteria.complexity_balance.threshold=4",
+                "dedup",
             ],
             project,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -119,3 +120,23 @@ def test_clean_removes_leftovers() -> None:
     names = [c.name for c in docker_client().containers.list(all=True)]
     assert name not in names
     assert os.environ.get("PATH")
+
+
+def test_reap_trials_removes_only_the_jobs_orphaned_trial_containers(tmp_path: Path) -> None:
+    from litecoder.taskdir import reap_trials
+
+    client = docker_client()
+    job = tmp_path / "job"
+    (job / "T-Reap__abc123").mkdir(parents=True)  # Harbor lower-cases it for compose
+    key = "com.docker.compose.project"
+    mine = client.containers.create(BASE, "sleep 60", labels={key: "t-reap__abc123__env"})
+    other = client.containers.create(BASE, "sleep 60", labels={key: "t-other__def456__env"})
+    try:
+        assert reap_trials(job) == 1
+        names = {c.id for c in client.containers.list(all=True, filters={"label": key})}
+        assert mine.id not in names and other.id in names
+        assert reap_trials(tmp_path / "missing") == 0
+    finally:
+        for c in (mine, other):
+            with contextlib.suppress(Exception):
+                c.remove(force=True)

@@ -34,7 +34,7 @@ def test_api_key_never_written(tmp_path: Path, monkeypatch) -> None:
         run(["litecoder", "params"], project)
         for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
             run(cmd, project)
-        r = run(["dvc", "repro", "-v"], project, env={"WANDB_MODE": "offline"})
+        r = run(["dvc", "repro", "-v", "dedup"], project, env={"WANDB_MODE": "offline"})
         assert server.stats()["faults"].get("401", 0) == 0
 
     recs = read_jsonl(project / "data/tasks/sampled.jsonl")

@@ -19,7 +19,13 @@ from litecoder.stages.filter import judge_trial, read_trials
 from litecoder.stages.rollout import assign, job_config, trial_results
 from litecoder.taskdir import harbor_bin
 from litecoder.trajectory import FORMATS, Trajectory, load_atif, read_commands, render
-from tests.conftest import compose_cfg, make_project, point_offline_teacher, run
+from tests.conftest import (
+    compose_cfg,
+    litecoder_leftovers,
+    make_project,
+    point_offline_teacher,
+    run,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -274,7 +280,7 @@ def test_killed_rollout_resumes_only_missing_trials(smoke: Path, tmp_path: Path)
             time.sleep(0.5)
             done = {
                 p: p.stat().st_mtime_ns
-                for p in (project / "data/rollouts").glob("*/*/result.json")
+                for p in (project / ".litecoder/rollout/jobs").glob("*/*/result.json")
                 if json.loads(p.read_text()).get("finished_at")
             }
         os.killpg(proc.pid, signal.SIGKILL)
@@ -286,3 +292,5 @@ def test_killed_rollout_resumes_only_missing_trials(smoke: Path, tmp_path: Path)
     finished = [p for p in (project / "data/rollouts").glob("*/*/result.json")]
     assert len({p.parent.name for p in finished}) == 3
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # not run again
+    # The trial Harbor was in when killed left its container; the resumed run removed it.
+    assert litecoder_leftovers()["containers"] == []

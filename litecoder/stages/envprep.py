@@ -68,6 +68,7 @@ from litecoder.taskdir import (
     die_with_parent,
     harbor_bin,
     harbor_env,
+    reap_trials,
     render_dockerfile,
     task_toml,
 )
@@ -455,7 +456,10 @@ class Envprep:
             )
         except TimeoutError:
             proc.kill()
+            await proc.wait()
             return None, "harbor run timed out"
+        finally:
+            await asyncio.to_thread(reap_trials, jobs / "oracle")
         results = list((jobs / "oracle").glob("*/result.json"))
         if not results:
             return (

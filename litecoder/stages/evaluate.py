@@ -27,8 +27,7 @@ from litecoder.config import Config
 from litecoder.context import StageContext, env_python
 from litecoder.io import StageError, write_json, write_text
 from litecoder.sandbox import docker_client
-from litecoder.stages.rollout import trial_results
-from litecoder.taskdir import die_with_parent, harbor_bin, harbor_env
+from litecoder.taskdir import die_with_parent, harbor_bin, harbor_env, run_harbor, trial_results
 from litecoder.tracking import StageRun, progress
 
 log = logging.getLogger(__name__)
@@ -187,32 +186,20 @@ def evaluate_model(
         conf = harbor_job(cfg, base, served, label, jobs_dir, tasks)
         conf_path = out / f"job-{label}.json"
         write_text(conf_path, json.dumps(conf, indent=2))
-        env = harbor_env(OPENAI_API_KEY="EMPTY")
-        with (out / f"harbor-{label}.log").open("w") as logf:
-            proc = subprocess.Popen(
-                [harbor_bin(), "run", "-c", str(conf_path), "-y"],
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=die_with_parent,
-            )
-            seen = 0
-            while proc.poll() is None:
-                time.sleep(1)
-                now = len(trial_results(jobs_dir / label)) if (jobs_dir / label).exists() else 0
-                bar.advance(now - seen)
-                seen = now
-                if time.monotonic() - start > cfg.eval.harbor_timeout_s:
-                    proc.terminate()
-                    proc.wait(60)
-                    raise StageError(f"evaluation did not finish in {cfg.eval.harbor_timeout_s}s")
+        log_path = out / f"harbor-{label}.log"
+        log_path.unlink(missing_ok=True)
+        run_harbor(
+            [harbor_bin(), "run", "-c", str(conf_path), "-y"],
+            env=harbor_env(OPENAI_API_KEY="EMPTY"),
+            job_dir=jobs_dir / label,
+            log_path=log_path,
+            timeout_s=cfg.eval.harbor_timeout_s,
+            bar=bar,
+        )
     results = trial_results(jobs_dir / label)
     if not results:
-        tail = " | ".join(
-            (out / f"harbor-{label}.log").read_text(errors="replace").strip().splitlines()[-5:]
-        )
+        tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-5:])
         raise StageError(f"harbor produced no trial results for {label}: {tail}")
-    bar.advance(len(results) - seen)
     return {
         "model": model,
         **score(results, cfg.eval.k),

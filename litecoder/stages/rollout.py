@@ -17,8 +17,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import time
 import tomllib
 from collections import Counter
 from pathlib import Path
@@ -28,7 +26,7 @@ from litecoder.config import Config, RolloutAgent
 from litecoder.context import StageContext
 from litecoder.io import StageError, write_text
 from litecoder.sandbox import docker_client
-from litecoder.taskdir import die_with_parent, harbor_bin, harbor_env
+from litecoder.taskdir import harbor_bin, harbor_env, reap_trials, run_harbor, trial_results
 from litecoder.tracking import StageRun, progress
 
 log = logging.getLogger(__name__)
@@ -115,61 +113,12 @@ def fingerprint(cfg: Config, agent: RolloutAgent, task_dirs: list[Path]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def trial_results(job_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    for res in sorted(job_dir.glob("*/result.json")):
-        r = json.loads(res.read_text())
-        if r.get("finished_at"):
-            out.append(r)
-    return out
-
-
 def teacher_env(cfg: Config) -> dict[str, str]:
     """Environment of the Harbor process: the teacher's key as LiteLLM's OPENAI_API_KEY (in
     memory only; Harbor's config files never see it)."""
     teacher = cfg.teacher("agent")
     key = os.environ.get(teacher.api_key_env, "") if teacher.api_key_env else ""
     return harbor_env(OPENAI_API_KEY=key or "EMPTY")
-
-
-def run_job(
-    cmd: list[str], cfg: Config, job_dir: Path, expected: int, bar: Any, log_path: Path
-) -> float:
-    """Run a Harbor command, advancing the bar as trial results appear. Returns its seconds."""
-    start = time.monotonic()
-    seen = len(trial_results(job_dir)) if job_dir.exists() else 0
-    with log_path.open("a") as logf:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            env=teacher_env(cfg),
-            preexec_fn=die_with_parent,
-        )
-        try:
-            while proc.poll() is None:
-                time.sleep(1)
-                now = len(trial_results(job_dir)) if job_dir.exists() else 0
-                if now > seen:
-                    bar.advance(now - seen)
-                    seen = now
-                if time.monotonic() - start > cfg.rollout.harbor_timeout_s:
-                    proc.kill()
-                    raise StageError(f"harbor did not finish in {cfg.rollout.harbor_timeout_s}s")
-        except BaseException:
-            if proc.poll() is None:
-                proc.terminate()  # Harbor tears its containers down on SIGTERM
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            raise
-    now = len(trial_results(job_dir)) if job_dir.exists() else 0
-    bar.advance(max(0, now - seen))
-    if proc.returncode != 0 and now < expected:
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-        raise StageError(f"harbor exited {proc.returncode}: {' | '.join(tail)}")
-    return time.monotonic() - start
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -226,7 +175,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 conf_path = work / f"{name}.json"
                 write_text(conf_path, json.dumps(conf, indent=2))
                 cmd = [harbor_bin(), "run", "-c", str(conf_path), "-y"]
-            harbor_s += run_job(cmd, cfg, job_dir, expected, bar, log_path)
+            reap_trials(job_dir)  # containers of trials a killed earlier run left behind
+            secs, rc = run_harbor(
+                cmd,
+                env=teacher_env(cfg),
+                job_dir=job_dir,
+                log_path=log_path,
+                timeout_s=cfg.rollout.harbor_timeout_s,
+                bar=bar,
+            )
+            harbor_s += secs
+            if rc != 0 and len(trial_results(job_dir)) < expected:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+                raise StageError(f"harbor exited {rc}: {' | '.join(tail)}")
 
     rollouts = ctx.paths.rollouts
     if rollouts.exists():
