@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from litecoder.config import BaseImage
+from litecoder.io import tail
 from litecoder.sandbox import (
     LABEL,
     SandboxError,
@@ -112,8 +113,7 @@ def _debootstrap(client: object, base: BaseImage, lab: dict[str, str]) -> None:
         ]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
-            tail = (r.stdout + r.stderr).strip().splitlines()[-5:]
-            raise SandboxError(f"debootstrap failed: {' | '.join(tail)}")
+            raise SandboxError(f"debootstrap failed: {tail(r.stdout + r.stderr)}")
         # Slimmer image: apt lists and caches are not needed inside task containers.
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             shutil.rmtree(rootfs / junk, ignore_errors=True)

@@ -45,6 +45,11 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+def tail(text: str, n: int = 5) -> str:
+    """The last `n` non-blank lines of a tool's output on one line, for an error message."""
+    return " | ".join([ln.strip() for ln in text.splitlines() if ln.strip()][-n:])
+
+
 class StageError(RuntimeError):
     """A stage cannot go on (a tool failed, a server did not start); the message says why."""
 

@@ -71,12 +71,13 @@ def die_with_parent() -> None:
 
 def trial_results(job_dir: Path) -> list[dict[str, Any]]:
     """The finished trials' result.json of a Harbor job directory."""
-    out = []
-    for res in sorted(job_dir.glob("*/result.json")):
-        r = json.loads(res.read_text())
-        if r.get("finished_at"):
-            out.append(r)
-    return out
+    return [r for r in map(_read_result, sorted(job_dir.glob("*/result.json"))) if r]
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    # Harbor writes result.json when a trial starts; it is final once finished_at is set.
+    r = json.loads(path.read_text())
+    return r if r.get("finished_at") else None
 
 
 def reap_trials(job_dir: Path) -> int:
@@ -84,9 +85,11 @@ def reap_trials(job_dir: Path) -> int:
     before its own teardown). Harbor names each trial's compose project after the trial."""
     if not job_dir.is_dir():
         return 0
+    from harbor.environments.docker.docker import _sanitize_docker_compose_project_name
+
     from litecoder.sandbox import docker_client, remove_compose_projects
 
-    names = [re.sub(r"[^a-z0-9_-]", "-", d.name.lower()) for d in job_dir.iterdir() if d.is_dir()]
+    names = [_sanitize_docker_compose_project_name(d.name) for d in job_dir.iterdir() if d.is_dir()]
     removed = remove_compose_projects(docker_client(), names)
     if removed:
         log.warning("removed %d trial container(s) Harbor left in %s", removed, job_dir.name)
@@ -102,11 +105,24 @@ def run_harbor(
     timeout_s: float,
     bar: Any,
 ) -> tuple[float, int]:
-    """Run a Harbor command to the end, advancing `bar` as trial results appear; on timeout,
-    an error or an interrupt stop Harbor (SIGTERM: it tears its trials down) and remove
-    whatever trial containers are left. Returns (seconds, exit status)."""
+    """Run a Harbor command to the end, advancing `bar` as trial results appear. Trial
+    containers a killed earlier run left in `job_dir` are removed first; on timeout, an error
+    or an interrupt Harbor is stopped (SIGTERM: it tears its trials down) and whatever it
+    left is removed too. Returns (seconds, exit status)."""
     start = time.monotonic()
-    seen = len(trial_results(job_dir))
+    reap_trials(job_dir)
+    finished = {p for p in job_dir.glob("*/result.json") if _read_result(p)}
+    seen = len(finished)
+
+    def advance() -> None:
+        # Only unfinished results are read again: a poll costs nothing per finished trial.
+        nonlocal seen
+        finished.update(
+            p for p in job_dir.glob("*/result.json") if p not in finished and _read_result(p)
+        )
+        bar.advance(len(finished) - seen)
+        seen = len(finished)
+
     with log_path.open("a") as logf:
         proc = subprocess.Popen(
             cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
@@ -114,9 +130,7 @@ def run_harbor(
         try:
             while proc.poll() is None:
                 time.sleep(1)
-                now = len(trial_results(job_dir))
-                bar.advance(max(0, now - seen))
-                seen = max(seen, now)
+                advance()
                 if time.monotonic() - start > timeout_s:
                     raise StageError(f"harbor did not finish in {timeout_s:g}s")
         finally:
@@ -128,7 +142,7 @@ def run_harbor(
                     proc.kill()
                     proc.wait()
             reap_trials(job_dir)
-    bar.advance(max(0, len(trial_results(job_dir)) - seen))
+    advance()
     return time.monotonic() - start, proc.returncode
 
 

@@ -45,7 +45,7 @@ from litecoder import base_image
 from litecoder.agent import AgentResult, run_agent
 from litecoder.config import Config
 from litecoder.context import StageContext
-from litecoder.io import read_jsonl, write_json, write_jsonl, write_text
+from litecoder.io import read_jsonl, tail, write_json, write_jsonl, write_text
 from litecoder.llm import LLMClient, parse_json_object
 from litecoder.sandbox import (
     LABEL,
@@ -384,8 +384,7 @@ class Envprep:
             )
         except BuildError as err:
             out.checks["build"] = False
-            tail = " | ".join(ln.strip() for ln in err.log_tail.strip().splitlines()[-4:])
-            raise StepFailed("validate:build", f"{err} [{tail}]") from None
+            raise StepFailed("validate:build", f"{err} [{tail(err.log_tail, 4)}]") from None
         finally:
             out.timings.build_s += time.monotonic() - t0
         out.checks["build"] = True

@@ -25,7 +25,7 @@ from typing import Any
 
 from litecoder.config import Config
 from litecoder.context import StageContext, env_python
-from litecoder.io import StageError, write_json, write_text
+from litecoder.io import StageError, tail, write_json, write_text
 from litecoder.sandbox import docker_client
 from litecoder.taskdir import die_with_parent, harbor_bin, harbor_env, run_harbor, trial_results
 from litecoder.tracking import StageRun, progress
@@ -90,8 +90,10 @@ def serve(model: str, cfg: Config, root: Path, log_path: Path) -> Iterator[tuple
         deadline = time.monotonic() + s.startup_timeout_s
         while True:
             if proc.poll() is not None:
-                tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-6:])
-                raise StageError(f"{s.backend} server for {model} exited {proc.returncode}: {tail}")
+                log_tail = tail(log_path.read_text(errors="replace"), 6)
+                raise StageError(
+                    f"{s.backend} server for {model} exited {proc.returncode}: {log_tail}"
+                )
             try:
                 # /health exists on both servers; /v1/models of `transformers serve` scans
                 # the hub cache and fails offline.
@@ -198,8 +200,8 @@ def evaluate_model(
         )
     results = trial_results(jobs_dir / label)
     if not results:
-        tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-5:])
-        raise StageError(f"harbor produced no trial results for {label}: {tail}")
+        log_tail = tail(log_path.read_text(errors="replace"))
+        raise StageError(f"harbor produced no trial results for {label}: {log_tail}")
     return {
         "model": model,
         **score(results, cfg.eval.k),

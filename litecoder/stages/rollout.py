@@ -24,9 +24,9 @@ from typing import Any
 
 from litecoder.config import Config, RolloutAgent
 from litecoder.context import StageContext
-from litecoder.io import StageError, write_text
+from litecoder.io import StageError, tail, write_text
 from litecoder.sandbox import docker_client
-from litecoder.taskdir import harbor_bin, harbor_env, reap_trials, run_harbor, trial_results
+from litecoder.taskdir import harbor_bin, harbor_env, run_harbor, trial_results
 from litecoder.tracking import StageRun, progress
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 conf_path = work / f"{name}.json"
                 write_text(conf_path, json.dumps(conf, indent=2))
                 cmd = [harbor_bin(), "run", "-c", str(conf_path), "-y"]
-            reap_trials(job_dir)  # containers of trials a killed earlier run left behind
             secs, rc = run_harbor(
                 cmd,
                 env=teacher_env(cfg),
@@ -186,8 +185,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             )
             harbor_s += secs
             if rc != 0 and len(trial_results(job_dir)) < expected:
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-                raise StageError(f"harbor exited {rc}: {' | '.join(tail)}")
+                log_tail = tail(log_path.read_text(errors="replace"))
+                raise StageError(f"harbor exited {rc}: {log_tail}")
 
     rollouts = ctx.paths.rollouts
     if rollouts.exists():
