@@ -21,19 +21,25 @@ from litecoder.config import BaseImage
 from litecoder.io import tail
 from litecoder.sandbox import (
     LABEL,
+    BuildLimits,
     SandboxError,
     build_image,
     docker_client,
     image_labels,
     import_rootfs,
+    labels_of_image,
     pull_image,
 )
 
 log = logging.getLogger(__name__)
 
 
+LABELS_VERSION = 2  # images carry `litecoder.image`, never `litecoder` (sandbox.engine)
+
+
 def config_hash(base: BaseImage) -> str:
-    return hashlib.sha256(json.dumps(base.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+    payload = {**base.model_dump(), "labels": LABELS_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def sandbox_image(base: BaseImage) -> str:
@@ -67,13 +73,8 @@ def ensure(base: BaseImage, *, force: bool = False) -> str:
     """Build or pull the base image (and the prepared sandbox image) unless up to date."""
     client = docker_client()
     h = config_hash(base)
-    lab = {
-        LABEL: "1",
-        f"{LABEL}.kind": "base-image",
-        f"{LABEL}.base.hash": h,
-        f"{LABEL}.run": "base-image",
-    }
-    have = image_labels(client, base.name)
+    lab = {**image_labels("base-image", None, "base-image"), f"{LABEL}.base.hash": h}
+    have = labels_of_image(client, base.name)
     if (
         have is not None
         and not force
@@ -87,11 +88,12 @@ def ensure(base: BaseImage, *, force: bool = False) -> str:
         _debootstrap(client, base, lab)
     if base.dockerfile_prelude:
         prepared = sandbox_image(base)
-        if image_labels(client, prepared) is None or force:
+        if labels_of_image(client, prepared) is None or force:
             with tempfile.TemporaryDirectory() as tmp:
                 lines = [f"FROM {base.name}", *base.dockerfile_prelude]
                 (Path(tmp) / "Dockerfile").write_text("\n".join(lines) + "\n")
-                build_image(client, Path(tmp), prepared, lab, timeout_s=1800)
+                # The prelude installs packages from the registry's mirrors: network on.
+                build_image(client, Path(tmp), prepared, lab, 1800, BuildLimits(network=True))
     return base.name
 
 

@@ -148,13 +148,20 @@ def _base_image_main(argv: list[str]) -> int:
 
 
 def _clean_main(argv: list[str]) -> int:
-    from litecoder.stages.envprep import clean
+    from litecoder.sandbox import docker_client, remove_labelled
 
-    p = argparse.ArgumentParser(prog="litecoder clean")
-    p.add_argument("--images", action="store_true", help="also remove kept task images")
+    p = argparse.ArgumentParser(
+        prog="litecoder clean",
+        description="remove what litecoder made in Docker (its label), and nothing else",
+    )
+    p.add_argument("--images", action="store_true", help="also remove task and trial images")
+    p.add_argument("--base-image", action="store_true", help="also remove the base image")
     a = p.parse_args(argv)
-    removed = clean(keep_task_images=not a.images)
-    print(f"removed {removed['containers']} container(s), {removed['images']} image(s)")
+    removed = remove_labelled(docker_client(), images=a.images, base_images=a.base_image)
+    print(
+        f"removed {removed['containers']} container(s), {removed['networks']} network(s), "
+        f"{removed['volumes']} volume(s), {removed['images']} image(s)"
+    )
     return 0
 
 

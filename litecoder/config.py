@@ -177,6 +177,8 @@ class SandboxSettings(Strict):
     cpus: float = Field(default=1.0, gt=0)
     memory_mb: int = Field(default=1024, ge=64)
     pids: int = Field(default=256, ge=16)
+    # Writable disk space of a sandbox (a hard quota on top of its image; security.disk_quota).
+    disk_mb: int = Field(default=2048, ge=64)
     network: bool = False
     command_timeout_s: float = Field(default=60, gt=0)
     task_timeout_s: float = Field(default=900, gt=0)
@@ -420,6 +422,46 @@ class Eval(Strict):
         return self
 
 
+# Docker's default capabilities without MKNOD and SETFCAP: the most a container may be given.
+ALLOWED_CAPS = (
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE",
+    "NET_RAW", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+)  # fmt: skip
+
+
+class BuildSecurity(Strict):
+    network: bool = False  # may RUN steps reach the network?
+    memory_mb: int = Field(default=4096, ge=64)  # per RUN step, no swap
+    cpu_shares: int = Field(default=512, ge=2)  # relative weight (a container's default: 1024)
+
+
+class Security(Strict):
+    """What every container litecoder starts may do: envprep sandboxes, image builds and
+    Harbor trials (README, Security)."""
+
+    capabilities: list[str] = Field(
+        default_factory=lambda: [
+            "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+            "NET_BIND_SERVICE",
+        ]
+    )  # fmt: skip
+    # A hard disk quota on every container (needs an engine that enforces one; see README).
+    disk_quota: bool = True
+    trial_pids: int = Field(default=512, ge=32)
+    # Memory of a trial whose task.toml names none (else the task's), always without swap.
+    trial_memory_mb: int = Field(default=2048, ge=64)
+    build: BuildSecurity = BuildSecurity()
+
+    @model_validator(mode="after")
+    def _caps(self) -> Security:
+        bad = [c for c in self.capabilities if c not in ALLOWED_CAPS]
+        if bad:
+            raise ValueError(
+                f"capabilities: {bad} may not be given to a container (allowed: {ALLOWED_CAPS})"
+            )
+        return self
+
+
 class Tracking(Strict):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "litecoder"
@@ -451,6 +493,7 @@ class Config(Strict):
     dedup: Dedup
     tracking: Tracking
     llm: LLM = LLM()
+    security: Security = Security()
     envprep: Envprep
     rollout: Rollout
     filter: Filter

@@ -41,16 +41,43 @@ if [ ! -f "$tstamp" ] || [ "$(cat "$tstamp")" != "$twant" ]; then
 fi
 
 # --- Docker engine + compose v2 plugin ---------------------------------------------------
-if ! docker info >/dev/null 2>&1; then
-  if ! command -v dockerd >/dev/null 2>&1; then
-    log "installing the Docker engine (docker.io)"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker.io >/dev/null
+# An engine litecoder starts itself keeps its data on a btrfs file system inside a fixed-size
+# image file, with quotas on: every container gets a hard disk quota (`storage_opt size`),
+# and whatever containers write can never take more of the host's disk than that file.
+# An engine that is already running is used as it is (see README: disk quotas).
+DOCKER_IMG=${LITECODER_DOCKER_IMAGE_FILE:-/var/lib/litecoder-docker.btrfs}
+DOCKER_MNT=${LITECODER_DOCKER_MOUNT:-/var/lib/litecoder-docker}
+DOCKER_GB=${LITECODER_DOCKER_GB:-64}
+start_dockerd() {
+  local args=()
+  if command -v mkfs.btrfs >/dev/null 2>&1 && grep -qw btrfs /proc/filesystems 2>/dev/null; then
+    if ! mountpoint -q "$DOCKER_MNT"; then
+      if [ ! -f "$DOCKER_IMG" ]; then
+        log "creating a ${DOCKER_GB} GB btrfs data root for Docker in $DOCKER_IMG (sparse)"
+        $SUDO truncate -s "${DOCKER_GB}G" "$DOCKER_IMG"
+        $SUDO mkfs.btrfs -q "$DOCKER_IMG" >/dev/null
+      fi
+      $SUDO mkdir -p "$DOCKER_MNT"
+      $SUDO mount -o loop,discard "$DOCKER_IMG" "$DOCKER_MNT"
+    fi
+    # Simple quotas (kernel >= 6.7) cost little; full qgroups slow every layer operation ~10x.
+    $SUDO python3 scripts/btrfs_simple_quota.py "$DOCKER_MNT" || $SUDO btrfs quota enable "$DOCKER_MNT"
+    args=(--data-root "$DOCKER_MNT/docker" --storage-driver btrfs)
+  else
+    log "no btrfs here: Docker runs on its default storage, without per-container disk quotas"
   fi
-  log "starting dockerd"
-  $SUDO sh -c 'nohup dockerd >/tmp/litecoder-dockerd.log 2>&1 &'
+  log "starting dockerd ${args[*]}"
+  $SUDO sh -c "nohup dockerd ${args[*]} >/tmp/litecoder-dockerd.log 2>&1 &"
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /tmp/litecoder-dockerd.log"; exit 1; }
+}
+if ! docker info >/dev/null 2>&1; then
+  if ! command -v dockerd >/dev/null 2>&1 || ! command -v mkfs.btrfs >/dev/null 2>&1; then
+    log "installing the Docker engine (docker.io) and btrfs-progs"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker.io btrfs-progs >/dev/null
+  fi
+  start_dockerd
 fi
 if ! docker compose version >/dev/null 2>&1; then
   bin=$(.venv/bin/python -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))' 2>/dev/null || true)

@@ -113,9 +113,9 @@ def docker_ok() -> bool:
 
 def litecoder_leftovers() -> dict[str, list[str]]:
     """Containers and dangling images labelled by litecoder (kept task/base images excluded)."""
-    from litecoder.sandbox import LABEL, docker_client
+    from litecoder.sandbox.engine import IMAGE_LABEL, LABEL, docker_client
 
     client = docker_client()
     containers = [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
-    dangling = [i.id for i in client.images.list(filters={"dangling": True, "label": LABEL})]
+    dangling = [i.id for i in client.images.list(filters={"dangling": True, "label": IMAGE_LABEL})]
     return {"containers": containers, "dangling_images": dangling}

@@ -13,14 +13,16 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
+from litecoder.envprep.capture import capture_state
+from litecoder.envprep.prepare import split
+from litecoder.harbor.taskdir import check_copy_sources, check_task_toml, render_dockerfile
 from litecoder.io import read_jsonl, write_jsonl
 from litecoder.offline import StandIn
 from litecoder.offline import scenarios as S
 from litecoder.offline.server import MODEL_ID
 from litecoder.sandbox import Limits, Sandbox, build_image, docker_client, labels
-from litecoder.stages.envprep import capture_state, split
-from litecoder.taskdir import check_copy_sources, check_task_toml, render_dockerfile
 from tests.conftest import (
     compose_cfg,
     litecoder_leftovers,
@@ -74,6 +76,7 @@ def test_smoke_builds_a_validated_environment_per_accepted_task(smoke: Path) -> 
             "copy_sources": True,
             "build": True,
             "task_toml": True,
+            "compose": True,
             "start_state_fails": True,
             "solution_passes": True,
             "harbor_oracle": 1.0,
@@ -82,8 +85,11 @@ def test_smoke_builds_a_validated_environment_per_accepted_task(smoke: Path) -> 
         # portable: no local image ids, only the named base image
         dockerfile = (d / "environment/Dockerfile").read_text()
         assert dockerfile.startswith(f"FROM {BASE}\n") and "sha256:" not in dockerfile
-        compose = (d / "environment/docker-compose.yaml").read_text()
-        assert "network_mode: none" in compose and "init: true" in compose
+        compose = yaml.safe_load((d / "environment/docker-compose.yaml").read_text())
+        main = compose["services"]["main"]
+        assert main["network_mode"] == "none" and main["init"] is True
+        assert main["cap_drop"] == ["ALL"] and "no-new-privileges:true" in main["security_opt"]
+        assert main["mem_limit"] == main["memswap_limit"] and "volumes" not in main
     splits = json.loads((envs / "splits.json").read_text())
     assert sorted(splits["train"] + splits["heldout"]) == sorted(accepted)
     assert 1 <= len(splits["heldout"]) < len(accepted)
@@ -245,11 +251,15 @@ def test_capture_keeps_modes_mtimes_owners_links_and_deletions(tmp_path: Path) -
             "chown alice /srv/data/own; chmod 4755 /srv/data/own; rm /etc/motd;"
             "mkdir -p /tmp/noise && echo n > /tmp/noise/x"
         )
-        state = capture_state(sb, cfg, tmp_path / "environment")
-    assert "/etc/motd" in state["deleted"] and "/app/empty" in state["empty_dirs"]
+        state = capture_state(sb, cfg.envprep.capture, tmp_path / "environment")
+    assert "/etc/motd" in state.deleted and "/app/empty" in state.empty_dirs
     assert not (tmp_path / "environment/files/tmp").exists()
+    # The setuid bit is never copied: it is dropped and reported.
+    assert {"path": "/srv/data/own", "reason": "setuid/setgid bit dropped (mode 4755)"} in (
+        state.refused
+    )
     (tmp_path / "environment/Dockerfile").write_text(
-        render_dockerfile(cfg.envprep.base_image, workdir="/app", **state)
+        render_dockerfile(cfg.envprep.base_image, workdir="/app", **state.dockerfile_state())
     )
     client = docker_client()
     tag = "litecoder-test/capture:1"
@@ -267,7 +277,7 @@ def test_capture_keeps_modes_mtimes_owners_links_and_deletions(tmp_path: Path) -
         "640 1600000000",
         "sub/a.txt",
         "empty",
-        "alice 4755",
+        "alice 755",
         "nomotd",
         "alice",
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from litecoder.sandbox import (
     Sandbox,
     build_image,
     docker_client,
+    image_labels,
     labels,
     remove_labelled,
 )
@@ -82,13 +84,69 @@ def test_fork_bomb_is_contained_and_others_are_unharmed() -> None:
 def test_output_is_truncated() -> None:
     with sandbox(output_chars=1000) as s:
         r = s.exec("seq 1 100000")
-        assert r.truncated and len(r.output) < 1200 and "truncated" in r.output
+        assert r.truncated and len(r.output) < 1200 and "bytes cut" in r.output
+        assert r.output.startswith("1\n2\n") and r.output.endswith("100000\n")
+
+
+def test_a_1gb_output_flood_is_streamed_not_held() -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with sandbox(output_chars=2000, command_timeout_s=120) as s:
+        r = s.exec("yes | head -c 1000000000")
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert r.output_bytes == 1_000_000_000 and r.truncated and len(r.output) < 2200
+    assert grown_mb < 100, f"litecoder grew by {grown_mb:.0f} MB"
+    assert "only its head and tail" in r.notes()[0]
+
+
+def test_commands_end_when_they_end() -> None:
+    """Whatever a command leaves running (setsid, a killed parent) is stopped after it, and
+    the model's own `timeout` is not mistaken for the sandbox's."""
+    with sandbox() as s:
+        r = s.exec("setsid sleep 1000 >/dev/null 2>&1 & echo started")
+        assert r.exit_code == 0 and r.stray_processes == 1 and not r.violation
+        assert "were stopped" in r.notes()[0]
+        assert s.exec("pgrep -x sleep | wc -l").output.split()[0] == "1"  # only the keeper
+        r = s.exec("sleep 1000 & kill -9 $PPID")
+        assert r.stray_processes >= 1
+        assert s.exec("pgrep -x sleep | wc -l").output.split()[0] == "1"
+        r = s.exec("timeout 1 sleep 5")
+        assert r.exit_code == 124 and not r.timed_out and r.violation is None
+        r = s.exec("kill -9 -1")  # even the container's keeper: the sandbox comes back
+        assert s.exec("echo alive").output.strip() == "alive"
+
+
+def test_silent_fork_bomb_is_an_error_not_exit_0() -> None:
+    with sandbox() as s:
+        r = s.exec(":(){ :|:& };: 2>/dev/null")
+        assert r.pids_exhausted and r.violation == "process limit reached (fork bomb?)"
+        assert s.exec("echo alive").output.strip() == "alive"
+
+
+def test_disk_quota_stops_a_disk_fill(tmp_path: Path) -> None:
+    free_before = shutil.disk_usage("/").free
+    with sandbox(disk_mb=200, command_timeout_s=60) as s:
+        r = s.exec("dd if=/dev/zero of=/fill bs=1M count=5000")
+        assert r.disk_full and r.violation == "disk limit reached"
+        assert "Disk quota exceeded" in r.output or "No space left" in r.output
+        size = int(s.exec("stat -c %s /fill").output.strip())
+        assert size <= 200 * 2**20
+    assert free_before - shutil.disk_usage("/").free < 400 * 2**20  # 5 GB were asked for
+
+
+def test_engine_without_quota_support_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from litecoder.sandbox import engine
+
+    monkeypatch.setitem(engine._QUOTA_PROBES, str(docker_client().api.base_url), ("no", True))
+    with pytest.raises(engine.DiskQuotaUnsupported, match=r"security\.disk_quota=false"):
+        sandbox().start()
 
 
 def test_build_failure_is_clear_and_leaves_nothing(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(f"FROM {BASE}\nRUN echo building && exit 3\n")
     client = docker_client()
-    lab = labels("test-build", "t", "task-image")
+    lab = image_labels("test-build", "t", "task-image")
     with pytest.raises(Exception, match="docker build failed") as err:
         build_image(client, tmp_path, "litecoder-test/broken:1", lab, timeout_s=120)
     assert "building" in getattr(err.value, "log_tail", "")
@@ -122,21 +180,47 @@ def test_clean_removes_leftovers() -> None:
     assert os.environ.get("PATH")
 
 
-def test_reap_trials_removes_only_the_jobs_orphaned_trial_containers(tmp_path: Path) -> None:
-    from litecoder.taskdir import reap_trials
+def test_reap_removes_only_the_jobs_trial_containers(tmp_path: Path) -> None:
+    from litecoder.harbor.runner import reap, run_label
 
     client = docker_client()
-    job = tmp_path / "job"
-    (job / "T-Reap__abc123").mkdir(parents=True)  # Harbor lower-cases it for compose
-    key = "com.docker.compose.project"
-    mine = client.containers.create(BASE, "sleep 60", labels={key: "t-reap__abc123__env"})
-    other = client.containers.create(BASE, "sleep 60", labels={key: "t-other__def456__env"})
+    job = run_label(tmp_path / "job")
+    mine = client.containers.create(BASE, "sleep 60", labels=labels(job, "t", "trial"))
+    other = client.containers.create(BASE, "sleep 60", labels=labels("other-job", "t", "trial"))
     try:
-        assert reap_trials(job) == 1
-        names = {c.id for c in client.containers.list(all=True, filters={"label": key})}
-        assert mine.id not in names and other.id in names
-        assert reap_trials(tmp_path / "missing") == 0
+        assert reap(job) == 1
+        ids = {c.id for c in client.containers.list(all=True)}
+        assert mine.id not in ids and other.id in ids
+        assert reap(run_label(tmp_path / "missing")) == 0
     finally:
         for c in (mine, other):
             with contextlib.suppress(Exception):
                 c.remove(force=True)
+
+
+def test_clean_removes_what_litecoder_made_and_nothing_else(tmp_path: Path) -> None:
+    client = docker_client()
+    run_id = "test-clean-own"
+    (tmp_path / "Dockerfile").write_text(f"FROM {BASE}\nRUN true\n")
+    build_image(
+        client, tmp_path, "litecoder-test/own:1", image_labels(run_id, "t", "task-image"), 120
+    )
+    build_image(client, tmp_path, "not-litecoder/foreign:1", {"other": "1"}, 120)
+    net = client.networks.create("litecoder-test-net", labels=labels(run_id, None, "trial"))
+    vol = client.volumes.create("litecoder-test-vol", labels=labels(run_id, None, "trial"))
+    foreign = client.containers.create(BASE, "true", labels={"other": "1"})
+    try:
+        r = run(["litecoder", "clean", "--images"], REPO)
+        assert "network(s)" in r.stdout and "volume(s)" in r.stdout
+        names = {t for i in client.images.list() for t in i.tags}
+        assert "litecoder-test/own:1" not in names and "not-litecoder/foreign:1" in names
+        assert BASE in names  # the base image goes only with --base-image
+        assert not client.networks.list(names=["litecoder-test-net"])
+        assert "litecoder-test-vol" not in {v.name for v in client.volumes.list()}
+        assert foreign.id in {c.id for c in client.containers.list(all=True)}
+    finally:
+        for thing in (foreign, net, vol):
+            with contextlib.suppress(Exception):
+                thing.remove(force=True) if thing is not net else thing.remove()
+        with contextlib.suppress(Exception):
+            client.images.remove("not-litecoder/foreign:1", force=True)

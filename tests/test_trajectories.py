@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from litecoder.taskdir import harbor_bin, trial_results
 
 from litecoder.config import RolloutAgent
 from litecoder.io import read_jsonl, write_text
 from litecoder.offline import StandIn
 from litecoder.stages.filter import judge_trial, read_trials
 from litecoder.stages.rollout import assign, job_config
-from litecoder.taskdir import harbor_bin, trial_results
 from litecoder.trajectory import FORMATS, Trajectory, load_atif, read_commands, render
 from tests.conftest import (
     compose_cfg,

@@ -1046,6 +1046,27 @@ _ESCAPES = {
     "escape_fork_bomb": ":(){ :|:& };:",
     "escape_memory": "python3 -c 'x = []\nwhile True: x.append(bytearray(64 * 2**20))'",
     "escape_sleep": "sleep 100000",
+    "escape_disk_fill": "dd if=/dev/zero of=/app/fill bs=1M count=100000",
+}
+
+# Hostile setup commands that the sandbox contains without ending the task: the environment
+# is still built, and the outcome records what the sandbox did (HOST_CANARY is a host path the
+# tests watch).
+HOST_CANARY = "/tmp/litecoder-host-canary"
+_CONTAINED = {
+    "hostile_output_flood": "yes | head -c 1000000000",
+    "hostile_setsid": "setsid sleep 100000 >/dev/null 2>&1 & echo left running",
+    "hostile_privileged_files": (
+        "cp /bin/bash /app/rootsh && chmod 4755 /app/rootsh && chmod 2755 /app/notes.txt; "
+        "mknod /app/disk b 8 0 || echo mknod refused; mkfifo /app/fifo; "
+        f"ln -s {HOST_CANARY} /app/hostlink; ln -s / /app/rootlink"
+    ),
+    "hostile_symlink_swap": (
+        "mkdir -p /app/data && echo keep > /app/data/f; "
+        "setsid bash -c 'while true; do rm -rf /app/data; "
+        f"ln -sfn {HOST_CANARY} /app/data; sleep 0.01; rm -f /app/data; mkdir -p /app/data; "
+        "echo evil > /app/data/f; done' >/dev/null 2>&1 & sleep 1; echo swapping"
+    ),
 }
 
 FAULTY = [
@@ -1100,6 +1121,42 @@ FAULTY = [
             },
         )
         for name, cmd in _ESCAPES.items()
+    ),
+    *(
+        _faulty(
+            name,
+            f"Fault scenario {name}: while building the starting state the agent runs a command that must be contained.",
+            envprep={
+                "setup_container": [
+                    [
+                        {"type": "write_file", "path": "/app/notes.txt", "content": "draft\n"},
+                        {"type": "run", "command": cmd},
+                    ],
+                    [{"type": "finish", "summary": "done"}],
+                ]
+            },
+        )
+        for name, cmd in _CONTAINED.items()
+    ),
+    _faulty(
+        "hostile_compose",
+        "Fault scenario hostile_compose: the environment agent writes a compose file that mounts the host.",
+        envprep={
+            "setup_dockerfile": [
+                [
+                    _write_action("environment/files/app/notes.txt", "draft\n"),
+                    _write_action(
+                        "environment/docker-compose.yaml",
+                        f"services:\n  main:\n    privileged: true\n    volumes: ['{HOST_CANARY}:/host']\n",
+                    ),
+                    _write_action(
+                        "environment/Dockerfile",
+                        "FROM {base}\nCOPY files/ /\nRUN mkdir -p /app\nWORKDIR /app\n",
+                    ),
+                ],
+                [{"type": "finish", "summary": "done"}],
+            ]
+        },
     ),
 ]
 

@@ -25,9 +25,10 @@ from typing import Any
 
 from litecoder.config import Config
 from litecoder.context import StageContext, env_python
+from litecoder.harbor import runner
+from litecoder.harbor.runner import die_with_parent
 from litecoder.io import StageError, tail, write_json, write_text
 from litecoder.sandbox import docker_client
-from litecoder.taskdir import die_with_parent, harbor_bin, harbor_env, run_harbor, trial_results
 from litecoder.tracking import StageRun, progress
 
 log = logging.getLogger(__name__)
@@ -122,13 +123,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def score(results: list[dict[str, Any]], k: int) -> dict[str, Any]:
+def score(results: list[Any], k: int) -> dict[str, Any]:
     per_task: dict[str, list[float]] = {}
     errors = 0
     for r in results:
-        reward = ((r.get("verifier_result") or {}).get("rewards") or {}).get("reward")
-        per_task.setdefault(r["task_name"], []).append(float(reward or 0.0))
-        errors += int(bool(r.get("exception_info")))
+        per_task.setdefault(r.task_name, []).append(runner.reward(r) or 0.0)
+        errors += int(r.exception_info is not None)
     tasks = {
         t: {
             "rewards": rs,
@@ -151,28 +151,19 @@ def score(results: list[dict[str, Any]], k: int) -> dict[str, Any]:
 def harbor_job(
     cfg: Config, api_base: str, served: str, job_name: str, jobs_dir: Path, tasks: list[Path]
 ) -> dict[str, Any]:
-    from harbor.models.job.config import JobConfig
-
     e = cfg.eval
     kwargs = {**e.agent.kwargs, "api_base": api_base}
     if e.model_info:
         kwargs.setdefault("model_info", e.model_info)
-    data: dict[str, Any] = {
-        "job_name": job_name,
-        "jobs_dir": str(jobs_dir),
-        "n_attempts": e.k,
-        "n_concurrent_trials": e.n_concurrent,
-        "agent_timeout_multiplier": e.agent_timeout_multiplier,
-        "quiet": True,
-        "agents": [{"name": e.agent.name, "model_name": f"openai/{served}", "kwargs": kwargs}],
-    }
-    if e.source == "local":
-        data["tasks"] = [{"path": str(t)} for t in tasks]
-    else:
-        assert e.dataset is not None
-        name, _, version = e.dataset.partition("@")
-        data["datasets"] = [{"name": name, "version": version or None}]
-    return JobConfig.model_validate(data).model_dump(mode="json")
+    return runner.job_config(
+        job_name=job_name,
+        jobs_dir=jobs_dir,
+        agents=[{"name": e.agent.name, "model_name": f"openai/{served}", "kwargs": kwargs}],
+        tasks=tasks,
+        n_attempts=e.k,
+        n_concurrent=e.n_concurrent,
+        agent_timeout_multiplier=e.agent_timeout_multiplier,
+    )
 
 
 def evaluate_model(
@@ -184,21 +175,28 @@ def evaluate_model(
     if (jobs_dir / label).exists():
         shutil.rmtree(jobs_dir / label)
     start = time.monotonic()
+    staged = runner.stage(
+        tasks,
+        ctx.root / ".litecoder" / "evaluate" / f"{cfg.eval.benchmark}-{label}",
+        run=runner.run_label(jobs_dir / label),
+        sec=runner.Security.from_config(cfg),
+        build_timeout_s=cfg.envprep.task.build_timeout_sec,
+    )
     with serve(model, cfg, ctx.root, out / f"serve-{label}.log") as (base, served):
-        conf = harbor_job(cfg, base, served, label, jobs_dir, tasks)
+        conf = harbor_job(cfg, base, served, label, jobs_dir, staged)
         conf_path = out / f"job-{label}.json"
         write_text(conf_path, json.dumps(conf, indent=2))
         log_path = out / f"harbor-{label}.log"
         log_path.unlink(missing_ok=True)
-        run_harbor(
-            [harbor_bin(), "run", "-c", str(conf_path), "-y"],
-            env=harbor_env(OPENAI_API_KEY="EMPTY"),
+        runner.run_harbor(
+            [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"],
+            env=runner.harbor_env(OPENAI_API_KEY="EMPTY"),
             job_dir=jobs_dir / label,
             log_path=log_path,
             timeout_s=cfg.eval.harbor_timeout_s,
             bar=bar,
         )
-    results = trial_results(jobs_dir / label)
+    results = runner.trial_results(jobs_dir / label)
     if not results:
         log_tail = tail(log_path.read_text(errors="replace"))
         raise StageError(f"harbor produced no trial results for {label}: {log_tail}")
@@ -209,17 +207,44 @@ def evaluate_model(
     }
 
 
+def download(cfg: Config, root: Path) -> list[Path]:
+    """A registry dataset's task dirs, fetched once with `harbor download` (then staged and run
+    like local tasks, under litecoder's limits)."""
+    assert cfg.eval.dataset is not None
+    dest = root / ".litecoder" / "datasets" / cfg.eval.dataset.replace("/", "__")
+    if not any(dest.glob("**/task.toml")):
+        log_path = dest.parent / f"{dest.name}.log"
+        dest.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(
+            [runner.harbor_bin(), "download", cfg.eval.dataset, "-o", str(dest), "--export"],
+            capture_output=True,
+            text=True,
+            env=runner.harbor_env(),
+            timeout=cfg.eval.harbor_timeout_s,
+        )
+        log_path.write_text(r.stdout + r.stderr)
+        if r.returncode != 0:
+            raise StageError(
+                f"could not download {cfg.eval.dataset}: {tail(r.stdout + r.stderr, 3)}"
+            )
+    tasks = sorted(p.parent for p in dest.glob("**/task.toml"))
+    if not tasks:
+        raise StageError(f"{cfg.eval.dataset} has no tasks (looked in {dest})")
+    return tasks
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     """results/<benchmark>.json: pass@1 and pass@k of the tuned model and its base."""
     cfg = ctx.cfg
     track = StageRun("evaluate", cfg, ctx.paths.workdir)
     docker_client()
-    tasks: list[Path] = []
     if cfg.eval.source == "local":
         splits = json.loads((ctx.paths.envs / "splits.json").read_text())
         tasks = [(ctx.paths.envs / t).resolve() for t in splits["heldout"]]
         if not tasks:
             raise StageError("the held-out split is empty: raise envprep.heldout_fraction")
+    else:
+        tasks = download(cfg, ctx.root)
     info = json.loads((ctx.paths.models / "model.json").read_text())
     models = {"tuned": info["checkpoint"]}
     if cfg.eval.baseline:

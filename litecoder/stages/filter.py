@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from litecoder.config import Filter
 from litecoder.context import StageContext
+from litecoder.harbor import runner
+from litecoder.harbor.taskdir import read_metadata
 from litecoder.io import write_jsonl
 from litecoder.tracking import StageRun
 from litecoder.trajectory import Trajectory, load_atif
@@ -74,14 +75,14 @@ def signature(traj: Trajectory) -> str:
 
 
 def judge_trial(
-    result: dict[str, Any], traj: Trajectory | None, cfg: Filter, seen: dict[str, str]
+    result: Any, traj: Trajectory | None, cfg: Filter, seen: dict[str, str]
 ) -> tuple[str, list[str]]:
     """(failure kind, reasons): kind is "" when kept, else "infra", "agent" or "quality";
     each reason reads "<rule>: <detail>"."""
-    exc = result.get("exception_info") or {}
-    etype = exc.get("exception_type")
-    if etype and etype not in cfg.agent_error_types:
-        return "infra", [f"infra: {etype}: {str(exc.get('exception_message'))[:200]}"]
+    exc = result.exception_info
+    etype = exc.exception_type if exc else None
+    if exc and etype not in cfg.agent_error_types:
+        return "infra", [f"infra: {etype}: {str(exc.exception_message)[:200]}"]
     reasons = []
     kind = "quality"
     if etype:
@@ -90,7 +91,7 @@ def judge_trial(
             reasons.append(f"agent_error: {etype}")
     if traj is None:
         return "infra", [*reasons, "no_trajectory: no ATIF trajectory was written"]
-    reward = ((result.get("verifier_result") or {}).get("rewards") or {}).get("reward")
+    reward = runner.reward(result)
     if reward is None or reward < cfg.min_reward:
         reasons.append(f"reward: {reward} < {cfg.min_reward}")
     reasons += loop_reasons(traj, cfg.loop)
@@ -113,18 +114,19 @@ def judge_trial(
     return (kind if reasons else ""), reasons
 
 
-def read_trials(
-    rollouts: Path, envs: Path
-) -> list[tuple[dict[str, Any], Trajectory | None, dict[str, Any]]]:
+def read_trials(rollouts: Path, envs: Path) -> list[tuple[Any, Trajectory | None, dict[str, Any]]]:
     out = []
     for job in sorted(p for p in rollouts.iterdir() if p.is_dir()):
         label = job.name.rsplit("-", 1)[0]
-        for res in sorted(job.glob("*/result.json")):
-            result = json.loads(res.read_text())
-            traj = load_atif(res.parent, job.name)
-            toml = envs / result["task_name"] / "task.toml"
-            meta = tomllib.loads(toml.read_text()).get("metadata", {}) if toml.exists() else {}
-            info = {"job": job.name, "agent_label": label, "meta": meta}
+        for result in runner.trial_results(job):
+            trial_dir = job / result.trial_name
+            traj = load_atif(trial_dir, job.name)
+            info = {
+                "job": job.name,
+                "agent_label": label,
+                "meta": read_metadata(envs / result.task_name),
+                "security": runner.trial_report(trial_dir),
+            }
             out.append((result, traj, info))
     return out
 
@@ -140,13 +142,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
         kind, reasons = judge_trial(result, traj, cfg, seen)
         lit = info["meta"].get("litecoder", {})
         rec = {
-            "trial": f"{info['job']}/{result['trial_name']}",
-            "task_id": result["task_name"],
+            "trial": f"{info['job']}/{result.trial_name}",
+            "task_id": result.task_name,
             "domain": lit.get("domain", "unknown"),
             "agent_label": info["agent_label"],
-            "reward": ((result.get("verifier_result") or {}).get("rewards") or {}).get("reward"),
-            "exception": (result.get("exception_info") or {}).get("exception_type"),
+            "reward": runner.reward(result),
+            "exception": runner.exception_type(result),
             "turns": len(traj.turns) if traj else 0,
+            "security": info["security"],
             "trajectory": traj.to_dict() if traj else None,
         }
         if kind:

@@ -17,16 +17,16 @@ import json
 import logging
 import os
 import shutil
-import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from litecoder.config import Config, RolloutAgent
 from litecoder.context import StageContext
+from litecoder.harbor import runner
+from litecoder.harbor.taskdir import litecoder_meta
 from litecoder.io import StageError, tail, write_text
 from litecoder.sandbox import docker_client
-from litecoder.taskdir import harbor_bin, harbor_env, run_harbor, trial_results
 from litecoder.tracking import StageRun, progress
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,6 @@ def assign(task_ids: list[str], agents: list[RolloutAgent]) -> dict[str, list[st
         out[a.label] = sorted(order[i : i + counts[a.label]])
         i += counts[a.label]
     return out
-
-
-def task_meta(task_dir: Path) -> dict[str, Any]:
-    meta = tomllib.loads((task_dir / "task.toml").read_text()).get("metadata", {})
-    return meta.get("litecoder", {})
 
 
 def agent_config(cfg: Config, agent: RolloutAgent, api_base: str) -> dict[str, Any]:
@@ -77,27 +72,19 @@ def job_config(
     jobs_dir: Path,
     job_name: str,
     api_base: str,
-    **overrides: Any,
 ) -> dict[str, Any]:
-    """A Harbor JobConfig (validated by Harbor's own model): every agent on every task."""
-    from harbor.models.job.config import JobConfig
-
+    """The Harbor JobConfig of a rollout job: every agent on every (staged) task."""
     r = cfg.rollout
-    job = JobConfig.model_validate(
-        {
-            "job_name": job_name,
-            "jobs_dir": str(jobs_dir),
-            "n_attempts": r.n_attempts,
-            "n_concurrent_trials": r.n_concurrent,
-            "timeout_multiplier": r.timeout_multiplier,
-            "agent_timeout_multiplier": r.agent_timeout_multiplier,
-            "quiet": True,
-            "agents": [agent_config(cfg, a, api_base) for a in agents],
-            "tasks": [{"path": str(d)} for d in task_dirs],
-            **overrides,
-        }
+    return runner.job_config(
+        job_name=job_name,
+        jobs_dir=jobs_dir,
+        agents=[agent_config(cfg, a, api_base) for a in agents],
+        tasks=task_dirs,
+        n_attempts=r.n_attempts,
+        n_concurrent=r.n_concurrent,
+        timeout_multiplier=r.timeout_multiplier,
+        agent_timeout_multiplier=r.agent_timeout_multiplier,
     )
-    return job.model_dump(mode="json")
 
 
 def fingerprint(cfg: Config, agent: RolloutAgent, task_dirs: list[Path]) -> str:
@@ -108,7 +95,7 @@ def fingerprint(cfg: Config, agent: RolloutAgent, task_dirs: list[Path]) -> str:
         "agent": agent.model_dump(),
         "teacher": teacher,
         "rollout": cfg.rollout.model_dump(exclude={"agents", "n_concurrent", "harbor_timeout_s"}),
-        "tasks": [[d.name, task_meta(d).get("fingerprint")] for d in task_dirs],
+        "tasks": [[d.name, litecoder_meta(d).get("fingerprint")] for d in task_dirs],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -118,7 +105,7 @@ def teacher_env(cfg: Config) -> dict[str, str]:
     memory only; Harbor's config files never see it)."""
     teacher = cfg.teacher("agent")
     key = os.environ.get(teacher.api_key_env, "") if teacher.api_key_env else ""
-    return harbor_env(OPENAI_API_KEY=key or "EMPTY")
+    return runner.harbor_env(OPENAI_API_KEY=key or "EMPTY")
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -161,21 +148,29 @@ def run(ctx: StageContext) -> dict[str, Any]:
                         api_base,
                     )
                     shutil.rmtree(job_dir)
-            done = len(trial_results(job_dir)) if job_dir.exists() else 0
+            done = len(runner.trial_results(job_dir)) if job_dir.exists() else 0
             if done >= expected:
                 bar.advance(expected)
                 continue
             log_path = work / f"{name}.log"
+            # Staged copies: litecoder's compose file and a prebuilt image per task.
+            staged = runner.stage(
+                dirs,
+                work / "tasks" / name,
+                run=runner.run_label(job_dir),
+                sec=runner.Security.from_config(cfg, network=agent.needs_network),
+                build_timeout_s=cfg.envprep.task.build_timeout_sec,
+            )
             if job_dir.exists():
                 resumed += 1
                 log.info("resuming %s (%d/%d trials done)", name, done, expected)
-                cmd = [harbor_bin(), "job", "resume", "-p", str(job_dir)]
+                cmd = [runner.harbor_bin(), "job", "resume", "-p", str(job_dir)]
             else:
-                conf = job_config(cfg, [agent], dirs, jobs_dir.resolve(), name, api_base)
+                conf = job_config(cfg, [agent], staged, jobs_dir.resolve(), name, api_base)
                 conf_path = work / f"{name}.json"
                 write_text(conf_path, json.dumps(conf, indent=2))
-                cmd = [harbor_bin(), "run", "-c", str(conf_path), "-y"]
-            secs, rc = run_harbor(
+                cmd = [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"]
+            secs, rc = runner.run_harbor(
                 cmd,
                 env=teacher_env(cfg),
                 job_dir=job_dir,
@@ -184,7 +179,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 bar=bar,
             )
             harbor_s += secs
-            if rc != 0 and len(trial_results(job_dir)) < expected:
+            if rc != 0 and len(runner.trial_results(job_dir)) < expected:
                 log_tail = tail(log_path.read_text(errors="replace"))
                 raise StageError(f"harbor exited {rc}: {log_tail}")
 
@@ -198,19 +193,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # Statistics from Harbor's own results.
     trials = []
     for agent, _dirs, name in jobs:
-        for r in trial_results(rollouts / name):
-            task_dir = envs / r["task_name"]
-            meta = task_meta(task_dir) if task_dir.exists() else {}
-            reward = ((r.get("verifier_result") or {}).get("rewards") or {}).get("reward")
-            exc = (r.get("exception_info") or {}).get("exception_type")
-            started, finished = r.get("started_at"), r.get("finished_at")
+        for r in runner.trial_results(rollouts / name):
+            meta = litecoder_meta(envs / r.task_name)
+            report = runner.trial_report(rollouts / name / r.trial_name)
             trials.append(
                 {
                     "agent": agent.label,
                     "domain": meta.get("domain", "?"),
-                    "reward": reward,
-                    "exception": exc,
-                    "seconds": _seconds(started, finished),
+                    "reward": runner.reward(r),
+                    "exception": runner.exception_type(r),
+                    "seconds": _seconds(r.started_at, r.finished_at),
+                    "sanitized": len(report.get("sanitized", [])),
+                    "limits_hit": sorted(
+                        k for k, v in report.get("limits", {}).items() if v and k != "disk_used_mb"
+                    ),
                 }
             )
     per_agent: dict[str, dict[str, Any]] = {}
@@ -236,6 +232,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "resumed_jobs": resumed,
             "per_agent": per_agent,
             "per_domain": per_domain,
+            # What litecoder had to do about the trial containers (README, Security).
+            "sanitized_files": sum(t["sanitized"] for t in trials),
+            "trials_hitting_limits": dict(Counter(k for t in trials for k in t["limits_hit"])),
             "timing": {
                 "stage_wall_s": round(wall, 2),
                 "harbor_wall_s": round(harbor_s, 2),
@@ -249,12 +248,5 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return track.finish()
 
 
-def _seconds(a: str | None, b: str | None) -> float:
-    from datetime import datetime
-
-    if not a or not b:
-        return 0.0
-    return (
-        datetime.fromisoformat(b.replace("Z", "+00:00"))
-        - datetime.fromisoformat(a.replace("Z", "+00:00"))
-    ).total_seconds()
+def _seconds(a: Any, b: Any) -> float:
+    return (b - a).total_seconds() if a and b else 0.0

@@ -26,8 +26,8 @@ import yaml
 
 from litecoder.config import Config
 from litecoder.context import StageContext, env_python
+from litecoder.harbor.runner import die_with_parent
 from litecoder.io import StageError, write_json, write_text
-from litecoder.taskdir import die_with_parent
 from litecoder.tracking import StageRun
 
 log = logging.getLogger(__name__)

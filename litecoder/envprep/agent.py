@@ -84,6 +84,8 @@ class AgentResult:
     llm_s: float = 0.0
     command_s: float = 0.0
     transcript: list[dict[str, Any]] = field(default_factory=list)
+    # What the sandbox did to the agent's commands (stray processes stopped, output cut).
+    sandbox_events: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -103,7 +105,8 @@ def _observe(res: ExecResult, command: str, limit: int) -> str:
         out = out[: limit // 2] + f"\n[... {len(out) - limit} chars cut ...]\n" + out[-limit // 2 :]
     if out and not out.endswith("\n"):
         out += "\n"
-    return f"$ {command}\n{out}[exit code {res.exit_code}]"
+    notes = "".join(f"[sandbox: {n}]\n" for n in res.notes())
+    return f"$ {command}\n{out}{notes}[exit code {res.exit_code}]"
 
 
 async def run_agent(
@@ -154,6 +157,7 @@ async def run_agent(
             res = await executor.run(action.command)
             result.command_s += time.monotonic() - t0
             observations.append(_observe(res, action.command, settings.observation_chars))
+            result.sandbox_events += [f"{n}: {action.command[:120]}" for n in res.notes()]
             escape = host_escape(action.command)
             if res.violation or escape:
                 result.status = "violation"

@@ -1,5 +1,5 @@
-"""Harbor task directories: layout, task.toml (Harbor's own TaskConfig model) and the static
-checks litecoder runs before accepting one.
+"""Harbor task directories: layout, task.toml (Harbor's own TaskConfig model), metadata, the
+environment's content hash and the static checks litecoder runs before accepting one.
 
     <task>/instruction.md
     <task>/task.toml
@@ -10,23 +10,18 @@ checks litecoder runs before accepting one.
 
 from __future__ import annotations
 
-import contextlib
 import glob
+import hashlib
 import json
 import logging
 import os
 import re
 import shlex
-import shutil
-import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from litecoder.config import BaseImage, TaskToml
-from litecoder.io import StageError
 
 log = logging.getLogger(__name__)
 
@@ -37,113 +32,6 @@ REQUIRED = (
     "solution/solve.sh",
     "tests/test.sh",
 )
-
-
-def compose_override(isolated: bool) -> str:
-    """environment/docker-compose.yaml: an init process (the container stops at once instead
-    of waiting out Docker's 10 s stop timeout) and, when isolated, no network."""
-    lines = ["# Written by litecoder.", "services:", "  main:", "    init: true"]
-    if isolated:
-        lines.append("    network_mode: none  # no network, enforced by Docker")
-    return "\n".join(lines) + "\n"
-
-
-def harbor_env(**extra: str) -> dict[str, str]:
-    """Environment for Harbor subprocesses: offline-safe LiteLLM, no telemetry."""
-    return {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HARBOR_TELEMETRY": "0", **extra}
-
-
-def harbor_bin() -> str:
-    """The `harbor` CLI of this environment (beside the interpreter), else from PATH."""
-    local = Path(sys.executable).parent / "harbor"
-    return str(local) if local.exists() else (shutil.which("harbor") or "harbor")
-
-
-def die_with_parent() -> None:
-    """preexec_fn for Harbor subprocesses: SIGTERM them if litecoder dies (even by SIGKILL),
-    so a resumed run never races an orphaned Harbor on the same job directory."""
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def trial_results(job_dir: Path) -> list[dict[str, Any]]:
-    """The finished trials' result.json of a Harbor job directory."""
-    return [r for r in map(_read_result, sorted(job_dir.glob("*/result.json"))) if r]
-
-
-def _read_result(path: Path) -> dict[str, Any] | None:
-    # Harbor writes result.json when a trial starts; it is final once finished_at is set.
-    r = json.loads(path.read_text())
-    return r if r.get("finished_at") else None
-
-
-def reap_trials(job_dir: Path) -> int:
-    """Remove the containers of this job's trials that are still there (Harbor was killed
-    before its own teardown). Harbor names each trial's compose project after the trial."""
-    if not job_dir.is_dir():
-        return 0
-    from harbor.environments.docker.docker import _sanitize_docker_compose_project_name
-
-    from litecoder.sandbox import docker_client, remove_compose_projects
-
-    names = [_sanitize_docker_compose_project_name(d.name) for d in job_dir.iterdir() if d.is_dir()]
-    removed = remove_compose_projects(docker_client(), names)
-    if removed:
-        log.warning("removed %d trial container(s) Harbor left in %s", removed, job_dir.name)
-    return removed
-
-
-def run_harbor(
-    cmd: list[str],
-    *,
-    env: dict[str, str],
-    job_dir: Path,
-    log_path: Path,
-    timeout_s: float,
-    bar: Any,
-) -> tuple[float, int]:
-    """Run a Harbor command to the end, advancing `bar` as trial results appear. Trial
-    containers a killed earlier run left in `job_dir` are removed first; on timeout, an error
-    or an interrupt Harbor is stopped (SIGTERM: it tears its trials down) and whatever it
-    left is removed too. Returns (seconds, exit status)."""
-    start = time.monotonic()
-    reap_trials(job_dir)
-    finished = {p for p in job_dir.glob("*/result.json") if _read_result(p)}
-    seen = len(finished)
-
-    def advance() -> None:
-        # Only unfinished results are read again: a poll costs nothing per finished trial.
-        nonlocal seen
-        finished.update(
-            p for p in job_dir.glob("*/result.json") if p not in finished and _read_result(p)
-        )
-        bar.advance(len(finished) - seen)
-        seen = len(finished)
-
-    with log_path.open("a") as logf:
-        proc = subprocess.Popen(
-            cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
-        )
-        try:
-            while proc.poll() is None:
-                time.sleep(1)
-                advance()
-                if time.monotonic() - start > timeout_s:
-                    raise StageError(f"harbor did not finish in {timeout_s:g}s")
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            reap_trials(job_dir)
-    advance()
-    return time.monotonic() - start, proc.returncode
 
 
 # --- Dockerfile ---------------------------------------------------------------------------
@@ -333,5 +221,61 @@ def check_layout(task_dir: Path) -> list[str]:
 
 
 def read_metadata(task_dir: Path) -> dict[str, Any]:
-    raw = tomllib.loads((task_dir / "task.toml").read_text())
+    """task.toml's [metadata] ({} when the file is missing or broken)."""
+    try:
+        raw = tomllib.loads((task_dir / "task.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
     return raw.get("metadata", {})
+
+
+def litecoder_meta(task_dir: Path) -> dict[str, Any]:
+    """[metadata.litecoder] of a task litecoder built ({} for other tasks)."""
+    meta = read_metadata(task_dir).get("litecoder", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def set_docker_image(toml_path: Path, image: str) -> None:
+    """Point a task.toml at a prebuilt image (Harbor then runs it instead of building)."""
+    from harbor.models.task.config import TaskConfig
+
+    cfg = TaskConfig.model_validate(tomllib.loads(toml_path.read_text()))
+    cfg.environment.docker_image = image
+    toml_path.write_text(cfg.model_dump_toml())
+
+
+def walk(directory: Path) -> list[Path]:
+    """Every path under a directory, sorted, never following a link."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=False):
+        out += [Path(dirpath) / n for n in [*dirnames, *filenames]]
+    return sorted(out)
+
+
+def content_hash(directory: Path, exclude: tuple[str, ...] = ()) -> str:
+    """A hash of a directory's names, modes, link targets and file contents (top-level names
+    in `exclude` left out)."""
+    h = hashlib.sha256()
+    for p in walk(directory):
+        rel = p.relative_to(directory).as_posix()
+        if rel.split("/")[0] in exclude:
+            continue
+        st = p.lstat()
+        h.update(f"{rel}\0{st.st_mode:o}\0".encode())
+        if p.is_symlink():
+            h.update(os.readlink(p).encode())
+        elif p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def escaping_links(task_dir: Path) -> list[str]:
+    """Symbolic links in a task dir that point outside it (Harbor would follow them)."""
+    root = os.path.realpath(task_dir)
+    out = []
+    for p in walk(task_dir):
+        if p.is_symlink():
+            target = os.path.realpath(p)
+            if not (target == root or target.startswith(root + os.sep)):
+                out.append(f"{p.relative_to(task_dir)} links outside the task ({os.readlink(p)})")
+    return out

@@ -1,0 +1,174 @@
+"""The five steps that turn an accepted task into a Harbor task directory.
+
+1. refine    the task text becomes a precise instruction with testable constraints (+ metadata)
+2. setup     mode "container" (the preview): the agent builds the starting state inside a
+             container, whose changed files are captured as environment/Dockerfile + files;
+             mode "dockerfile" (the later release): the agent writes environment/ itself
+3. solution  the agent writes solution/solve.sh, trying it on the starting state
+4. verifier  the agent writes tests/test_outputs.py (tests/test.sh runs it, writes the reward)
+5. config    task.toml from config (limits, timeouts, network) and the refine metadata, and
+             litecoder's own environment/docker-compose.yaml
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from litecoder import base_image
+from litecoder.envprep.capture import CaptureTooLarge, capture_state
+from litecoder.envprep.core import EnvOutcome, EnvprepContext, Refined, StepFailed
+from litecoder.envprep.executors import ContainerExecutor, TaskDirExecutor
+from litecoder.harbor import compose
+from litecoder.harbor.taskdir import render_dockerfile, task_toml
+from litecoder.io import write_text
+from litecoder.llm import parse_json_object
+
+
+async def refine(ep: EnvprepContext, task: dict[str, Any], out: EnvOutcome) -> Refined:
+    if "refine" not in ep.cfg.envprep.steps:
+        return Refined(instruction=task["task"], category=task["domain"])
+    p = ep.cfg.envprep.prompts.refine
+    msgs = [
+        {"role": "system", "content": p.system},
+        {"role": "user", "content": p.user.format(domain=task["domain"], task=task["task"])},
+    ]
+    t0 = time.monotonic()
+    res = await ep.client.chat_validated(
+        msgs,
+        lambda t: Refined.model_validate(parse_json_object(t)),
+        max_reasks=ep.cfg.envprep.agent.max_reasks,
+        temperature=ep.cfg.envprep.agent.temperature,
+        max_tokens=ep.cfg.envprep.agent.max_tokens,
+    )
+    out.timings.llm_s += time.monotonic() - t0
+    out.tokens["prompt"] += res.prompt_tokens
+    out.tokens["completion"] += res.completion_tokens
+    if not res.ok or res.value is None:
+        raise StepFailed("refine", res.error or "no instruction")
+    return res.value
+
+
+async def setup(
+    ep: EnvprepContext, task_id: str, refined: Refined, env_dir: Path, out: EnvOutcome
+) -> None:
+    e = ep.cfg.envprep
+    image = base_image.sandbox_image(e.base_image)
+    env_dir.mkdir(parents=True, exist_ok=True)
+    sb = ep.sandbox(image, task_id)
+    await asyncio.to_thread(sb.start)
+    try:
+        if e.mode == "container":
+            await asyncio.to_thread(sb.exec, f"mkdir -p {shlex.quote(e.task.workdir)}")
+            await ep.agent_step(
+                "setup",
+                "setup_container",
+                ContainerExecutor(sb),
+                out,
+                instruction=refined.instruction,
+            )
+            t0 = time.monotonic()
+            try:
+                state = await asyncio.to_thread(capture_state, sb, e.capture, env_dir)
+            except CaptureTooLarge as err:
+                raise StepFailed("setup", str(err)) from None
+            out.timings.commands_s += time.monotonic() - t0
+            out.capture_refused = state.refused
+            write_text(
+                env_dir / "Dockerfile",
+                render_dockerfile(e.base_image, workdir=e.task.workdir, **state.dockerfile_state()),
+            )
+        else:
+            executor = TaskDirExecutor(env_dir.parent, "environment", sb, mirror=None)
+            await ep.agent_step(
+                "setup", "setup_dockerfile", executor, out, instruction=refined.instruction
+            )
+            if not (env_dir / "Dockerfile").exists():
+                raise StepFailed("setup", "the agent wrote no environment/Dockerfile")
+    finally:
+        await asyncio.to_thread(sb.close)
+
+
+async def solution(
+    ep: EnvprepContext, task_id: str, image: str, refined: Refined, task_dir: Path, out: EnvOutcome
+) -> None:
+    sb = ep.sandbox(image, task_id)
+    await asyncio.to_thread(sb.start)
+    try:
+        ex = TaskDirExecutor(task_dir, "solution", sb, mirror="/solution")
+        await ep.agent_step("solution", "solution", ex, out, instruction=refined.instruction)
+    finally:
+        await asyncio.to_thread(sb.close)
+    if not (task_dir / "solution/solve.sh").exists():
+        raise StepFailed("solution", "the agent wrote no solution/solve.sh")
+    (task_dir / "solution/solve.sh").chmod(0o755)
+
+
+async def verifier(
+    ep: EnvprepContext, task_id: str, image: str, refined: Refined, task_dir: Path, out: EnvOutcome
+) -> None:
+    sb = ep.sandbox(image, task_id)
+    await asyncio.to_thread(sb.start)
+    try:
+        await asyncio.to_thread(sb.put_dir, task_dir / "solution", "/solution")
+        ex = TaskDirExecutor(task_dir, "tests", sb, mirror="/tests")
+        await ep.agent_step(
+            "verifier",
+            "verifier",
+            ex,
+            out,
+            instruction=refined.instruction,
+            solution=(task_dir / "solution/solve.sh").read_text(),
+        )
+    finally:
+        await asyncio.to_thread(sb.close)
+    if not (task_dir / "tests/test.sh").exists():
+        if not (task_dir / "tests/test_outputs.py").exists():
+            raise StepFailed(
+                "verifier", "the agent wrote neither tests/test.sh nor tests/test_outputs.py"
+            )
+        write_text(task_dir / "tests/test.sh", ep.cfg.envprep.test_sh)
+    (task_dir / "tests/test.sh").chmod(0o755)
+
+
+def config(ep: EnvprepContext, task_dir: Path, metadata: dict[str, Any]) -> None:
+    """task.toml and the environment's compose file, both from config alone."""
+    t, sec = ep.cfg.envprep.task, ep.cfg.security
+    write_text(task_dir / "task.toml", task_toml(t, metadata))
+    h = compose.Hardening(
+        capabilities=tuple(sec.capabilities),
+        pids=sec.trial_pids,
+        network=t.network == "public",
+        memory_mb=t.memory_mb,
+    )
+    env = task_dir / "environment"
+    for name in compose.COMPOSE_NAMES:
+        (env / name).unlink(missing_ok=True)
+    write_text(env / "docker-compose.yaml", compose.render(h))
+
+
+def metadata(
+    ep: EnvprepContext, task: dict[str, Any], refined: Refined, fp: str, out: EnvOutcome
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "difficulty": refined.difficulty,
+        "category": refined.category or task["domain"],
+        "tags": refined.tags,
+    }
+    if refined.expert_time_estimate_min is not None:
+        meta["expert_time_estimate_min"] = refined.expert_time_estimate_min
+    if refined.junior_time_estimate_min is not None:
+        meta["junior_time_estimate_min"] = refined.junior_time_estimate_min
+    meta["litecoder"] = {
+        "task_id": task["id"],
+        "domain": task["domain"],
+        "subtopic": task["subtopic"],
+        "source_task": task["task"],
+        "mode": ep.cfg.envprep.mode,
+        "fingerprint": fp,
+        "checks": {k: v for k, v in out.checks.items() if v is not None},
+    }
+    return meta

@@ -1,0 +1,174 @@
+"""The checks a task directory must pass before it is an environment.
+
+Static: layout, task.toml against Harbor's schema and the config, every COPY/ADD source in
+the build context, the compose file (litecoder's, unchanged). Dynamic: the image builds from
+the directory alone (confined builder), the verifier FAILS on the untouched starting state,
+the solution PASSES it, and a real Harbor trial of the oracle agent gives reward 1.0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from litecoder.envprep.core import EnvOutcome, EnvprepContext, StepFailed
+from litecoder.harbor import compose, runner
+from litecoder.harbor.taskdir import check_copy_sources, check_layout, check_task_toml
+from litecoder.io import tail
+from litecoder.sandbox import BuildError, build_image, image_labels
+
+CHECKS = [
+    "copy_sources",
+    "build",
+    "task_toml",
+    "compose",
+    "start_state_fails",
+    "solution_passes",
+    "harbor_oracle",
+]
+
+
+def image_tag(task_id: str, env_dir: Path) -> str:
+    """The same tag the Harbor runner gives this environment: its trials reuse the image."""
+    return runner.image_tag(task_id, runner.env_hash(env_dir))
+
+
+async def build(ep: EnvprepContext, task_id: str, env_dir: Path, out: EnvOutcome) -> str:
+    errors = check_copy_sources(env_dir)
+    out.checks["copy_sources"] = not errors
+    if errors:
+        raise StepFailed("validate:copy_sources", "; ".join(errors))
+    tag = image_tag(task_id, env_dir)
+    t0 = time.monotonic()
+    try:
+        await asyncio.to_thread(
+            build_image,
+            ep.docker,
+            env_dir,
+            tag,
+            image_labels(ep.run_id, task_id, "task-image"),
+            ep.cfg.envprep.task.build_timeout_sec,
+            ep.build_limits(),
+        )
+    except BuildError as err:
+        out.checks["build"] = False
+        raise StepFailed("validate:build", f"{err} [{tail(err.log_tail, 4)}]") from None
+    finally:
+        out.timings.build_s += time.monotonic() - t0
+    out.checks["build"] = True
+    return tag
+
+
+def static(ep: EnvprepContext, task_dir: Path, out: EnvOutcome) -> None:
+    e = ep.cfg.envprep
+    errors = check_layout(task_dir) + check_task_toml(task_dir / "task.toml", e.task)
+    out.checks["task_toml"] = not errors
+    if errors:
+        raise StepFailed("validate:task_toml", "; ".join(errors))
+    errors = compose.check(task_dir / "environment", ep.cfg.security.capabilities)
+    out.checks["compose"] = not errors
+    if errors:
+        raise StepFailed("validate:compose", "; ".join(errors))
+
+
+async def in_image(
+    ep: EnvprepContext, image: str, task_id: str, task_dir: Path, *, solve: bool
+) -> tuple[float | None, str]:
+    """Reward of tests/test.sh in a fresh container of the image (after solve.sh if asked)."""
+    t = ep.cfg.envprep.task
+    sb = ep.sandbox(image, task_id, kind="check")
+    await asyncio.to_thread(sb.start)
+    try:
+        log_text = ""
+        if solve:
+            await asyncio.to_thread(sb.put_dir, task_dir / "solution", "/solution")
+            r = await asyncio.to_thread(
+                sb.exec, "bash /solution/solve.sh", t.agent_timeout_sec, t.workdir
+            )
+            log_text += f"solve.sh exit {r.exit_code}: {r.output[-500:]}\n"
+        await asyncio.to_thread(sb.put_dir, task_dir / "tests", "/tests")
+        r = await asyncio.to_thread(
+            sb.exec, "bash /tests/test.sh", t.verifier_timeout_sec, t.workdir
+        )
+        log_text += r.output[-1500:]
+        reward = await asyncio.to_thread(sb.exec, "cat /logs/verifier/reward.txt")
+        try:
+            return float(reward.output.strip()), log_text
+        except ValueError:
+            return None, log_text + "\n(no /logs/verifier/reward.txt)"
+    finally:
+        await asyncio.to_thread(sb.close)
+
+
+def harbor_oracle(ep: EnvprepContext, task_dir: Path, work: Path) -> tuple[float | None, str]:
+    """A real Harbor trial of the oracle agent on the staged task (litecoder's limits)."""
+    staged = runner.stage(
+        [task_dir],
+        work / "staged",
+        run=ep.run_id,
+        sec=ep.security(),
+        build_timeout_s=ep.cfg.envprep.task.build_timeout_sec,
+        client=ep.docker,
+    )
+    jobs = work / "harbor"
+    conf = runner.job_config(
+        job_name="oracle",
+        jobs_dir=jobs,
+        agents=[{"name": "oracle"}],
+        tasks=staged,
+    )
+    conf_path = work / "oracle-job.json"
+    conf_path.write_text(json.dumps(conf))
+    _, rc = runner.run_harbor(
+        [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"],
+        env=runner.harbor_env(),
+        job_dir=jobs / "oracle",
+        log_path=work / "oracle.log",
+        timeout_s=ep.cfg.envprep.validate_.harbor_timeout_s,
+    )
+    results = runner.trial_results(jobs / "oracle")
+    if not results:
+        log_tail = tail((work / "oracle.log").read_text(errors="replace"), 4)
+        return None, f"harbor wrote no trial result (exit {rc}): {log_tail}"
+    res = results[0]
+    if res.exception_info:
+        exc = res.exception_info
+        return None, f"{exc.exception_type}: {str(exc.exception_message)[:300]}"
+    return runner.reward(res), "ok"
+
+
+async def validate(
+    ep: EnvprepContext, image: str, task_id: str, task_dir: Path, out: EnvOutcome
+) -> None:
+    t0 = time.monotonic()
+    try:
+        static(ep, task_dir, out)
+        reward, log_text = await in_image(ep, image, task_id, task_dir, solve=False)
+        out.checks["start_state_fails"] = reward == 0.0
+        if reward != 0.0:
+            why = (
+                "the verifier passes on the untouched starting state"
+                if reward
+                else "the verifier wrote no reward"
+            )
+            raise StepFailed("validate:start_state_fails", f"{why}: {log_text[-300:]}")
+        reward, log_text = await in_image(ep, image, task_id, task_dir, solve=True)
+        out.checks["solution_passes"] = reward == 1.0
+        if reward != 1.0:
+            raise StepFailed(
+                "validate:solution_passes", f"reward {reward} after solve.sh: {log_text[-400:]}"
+            )
+        if ep.cfg.envprep.validate_.harbor_oracle:
+            try:
+                reward, why = await asyncio.to_thread(
+                    harbor_oracle, ep, task_dir, task_dir.parent / "oracle"
+                )
+            except runner.TaskRejected as err:
+                reward, why = None, "; ".join(err.reasons)
+            out.checks["harbor_oracle"] = reward
+            if reward != 1.0:
+                raise StepFailed("validate:harbor_oracle", f"reward {reward}: {why}")
+    finally:
+        out.timings.validation_s += time.monotonic() - t0

@@ -1,0 +1,411 @@
+"""Running Harbor: one JobConfig builder, task staging, the run itself, and its results.
+
+Every Harbor job litecoder runs (rollouts, evaluation, envprep's oracle check) goes through
+`stage` and `run_harbor`:
+
+- `stage` copies each task dir into the job's work area, refuses it if its compose file or
+  links could reach the host, builds its image with litecoder's confined builder (Harbor then
+  runs that prebuilt image and builds nothing) and writes litecoder's compose file into the
+  copy: capabilities, no-new-privileges, pids, memory without swap, a disk quota, no network.
+- `run_harbor` starts Harbor, shows progress as trial results appear, sanitizes what Harbor copied
+  out of each trial container before anyone reads it, watches the trial containers' cgroup
+  counters (process limit, OOM kills, disk use) and records both in `<trial>/litecoder.json`;
+  at the end (or on timeout, error or interrupt) it stops Harbor and removes whatever trial
+  containers are left, found by the labels litecoder's compose file gives them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from litecoder.config import Config
+from litecoder.harbor import compose
+from litecoder.harbor.taskdir import content_hash, escaping_links, set_docker_image
+from litecoder.io import StageError, write_json
+from litecoder.sandbox import (
+    LABEL,
+    BuildLimits,
+    Refusal,
+    build_image,
+    docker_client,
+    image_exists,
+    image_labels,
+    labels,
+    remove_labelled,
+    sanitize_tree,
+)
+from litecoder.sandbox.engine import (
+    QUOTA_HELP,
+    cgroup_file,
+    disk_quota_problem,
+    read_counter,
+    storage_size,
+)
+from litecoder.sandbox.untrusted import make_private
+
+log = logging.getLogger(__name__)
+REPORT = "litecoder.json"  # per trial: what was sanitized and which limits were hit
+
+
+def harbor_env(**extra: str) -> dict[str, str]:
+    """Environment for Harbor subprocesses: offline-safe LiteLLM, no telemetry."""
+    return {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HARBOR_TELEMETRY": "0", **extra}
+
+
+def harbor_bin() -> str:
+    """The `harbor` CLI of this environment (beside the interpreter), else from PATH."""
+    local = Path(sys.executable).parent / "harbor"
+    return str(local) if local.exists() else (shutil.which("harbor") or "harbor")
+
+
+def die_with_parent() -> None:
+    """preexec_fn for child processes: SIGTERM them if litecoder dies (even by SIGKILL), so a
+    resumed run never races an orphan on the same job directory."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+# --- the job ----------------------------------------------------------------------------------
+
+
+def job_config(
+    *,
+    job_name: str,
+    jobs_dir: Path,
+    agents: list[dict[str, Any]],
+    tasks: Sequence[Path] = (),
+    n_attempts: int = 1,
+    n_concurrent: int = 2,
+    timeout_multiplier: float = 1.0,
+    agent_timeout_multiplier: float | None = None,
+) -> dict[str, Any]:
+    """A Harbor JobConfig (validated by Harbor's own model) over staged task dirs."""
+    from harbor.models.job.config import JobConfig
+
+    job = JobConfig.model_validate(
+        {
+            "job_name": job_name,
+            "jobs_dir": str(jobs_dir),
+            "n_attempts": n_attempts,
+            "n_concurrent_trials": n_concurrent,
+            "timeout_multiplier": timeout_multiplier,
+            "agent_timeout_multiplier": agent_timeout_multiplier,
+            "quiet": True,
+            "agents": agents,
+            "tasks": [{"path": str(d)} for d in tasks],
+            # Staged tasks name a prebuilt image: Harbor must not build one of its own.
+            "environment": {"type": "docker", "force_build": False, "delete": True},
+        }
+    )
+    return job.model_dump(mode="json")
+
+
+# --- staging ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Security:
+    """The config's `security` section, as the runner needs it."""
+
+    capabilities: tuple[str, ...]
+    trial_pids: int
+    disk_quota: bool
+    build: BuildLimits
+    default_memory_mb: int = 2048
+    network: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, network: bool = False) -> Security:
+        s = cfg.security
+        return cls(
+            capabilities=tuple(s.capabilities),
+            trial_pids=s.trial_pids,
+            disk_quota=s.disk_quota,
+            build=BuildLimits(s.build.network, s.build.memory_mb, s.build.cpu_shares),
+            default_memory_mb=s.trial_memory_mb,
+            network=network,
+        )
+
+
+class TaskRejected(StageError):
+    def __init__(self, task: str, reasons: list[str]):
+        super().__init__(f"{task}: " + "; ".join(reasons))
+        self.task, self.reasons = task, reasons
+
+
+def env_hash(env_dir: Path) -> str:
+    """What an environment's image is built from: the dir without its compose file."""
+    return content_hash(env_dir, exclude=compose.COMPOSE_NAMES)
+
+
+def image_tag(name: str, env_hash: str) -> str:
+    safe = re.sub(r"[^a-z0-9_.-]", "-", name.lower()).strip("-.") or "task"
+    return f"litecoder-trial/{safe}:{env_hash[:16]}"
+
+
+def stage(
+    task_dirs: Sequence[Path],
+    dest: Path,
+    *,
+    run: str,
+    sec: Security,
+    build_timeout_s: float = 1800,
+    client: Any = None,
+    concurrency: int = 4,
+) -> list[Path]:
+    """Staged copies of `task_dirs` under `dest` (see the module docstring). A task whose
+    compose file or links could reach the host raises TaskRejected with every reason."""
+    from harbor.models.task.config import TaskConfig
+
+    client = client or docker_client()
+    make_private(dest)
+    for d in task_dirs:
+        reasons = compose.check(d / "environment", sec.capabilities) + escaping_links(d)
+        if not (d / "environment" / "Dockerfile").is_file():
+            reasons.append("environment/Dockerfile is missing")
+        if reasons:
+            raise TaskRejected(d.name, reasons)
+
+    def one(src: Path) -> Path:
+        tag = image_tag(src.name, env_hash(src / "environment"))
+        if not image_exists(client, tag):
+            build_image(
+                client,
+                src / "environment",
+                tag,
+                image_labels(run, src.name, "trial-image"),
+                build_timeout_s,
+                sec.build,
+            )
+        if sec.disk_quota:
+            problem = disk_quota_problem(client, tag)
+            if problem:
+                raise StageError(f"{problem}; {QUOTA_HELP}")
+        out = dest / src.name
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(src, out, symlinks=True)
+        original = compose.load(out / "environment")
+        for name in compose.COMPOSE_NAMES:
+            (out / "environment" / name).unlink(missing_ok=True)
+        task = TaskConfig.model_validate(tomllib.loads((out / "task.toml").read_text()))
+        disk_mb = task.environment.storage_mb or 10240
+        h = compose.Hardening(
+            capabilities=sec.capabilities,
+            pids=sec.trial_pids,
+            network=sec.network,
+            memory_mb=task.environment.memory_mb or sec.default_memory_mb,
+            storage_size=storage_size(client, tag, disk_mb) if sec.disk_quota else None,
+            labels=tuple(labels(run, src.name, "trial").items()),
+        )
+        (out / "environment" / "docker-compose.yaml").write_text(compose.render(h, original))
+        set_docker_image(out / "task.toml", tag)
+        return out
+
+    with ThreadPoolExecutor(max(1, concurrency)) as pool:
+        return list(pool.map(one, task_dirs))
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+def _read(path: Path) -> Any | None:
+    """A finished trial's result (Harbor's TrialResult), or None while it runs."""
+    from harbor.models.trial.result import TrialResult
+
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    # Harbor writes result.json when a trial starts; it is final once finished_at is set.
+    if not raw.get("finished_at"):
+        return None
+    return TrialResult.model_validate(raw)
+
+
+def trial_results(job_dir: Path) -> list[Any]:
+    """The finished trials of a Harbor job directory, as Harbor's own TrialResult models."""
+    return [r for r in map(_read, sorted(job_dir.glob("*/result.json"))) if r is not None]
+
+
+def reward(result: Any) -> float | None:
+    """The one place the reward is read: the verifier's `reward` (None without a verdict)."""
+    vr = result.verifier_result
+    value = (vr.rewards or {}).get("reward") if vr is not None else None
+    return float(value) if value is not None else None
+
+
+def exception_type(result: Any) -> str | None:
+    return result.exception_info.exception_type if result.exception_info else None
+
+
+def trial_report(trial_dir: Path) -> dict[str, Any]:
+    """What `run_harbor` recorded for a trial (sanitized paths, limits hit)."""
+    p = trial_dir / REPORT
+    with contextlib.suppress(OSError, json.JSONDecodeError):
+        return json.loads(p.read_text())
+    return {}
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def _project(name: str) -> str:
+    # Harbor names a trial's compose project after the trial (lower case, [a-z0-9_-]).
+    return re.sub(r"[^a-z0-9_-]", "-", name.lower())
+
+
+@dataclass
+class Watch:
+    """Cgroup counters of a job's trial containers, sampled from the host while they run."""
+
+    run: str
+    client: Any
+    seen: dict[str, dict[str, Any]] = field(default_factory=dict)  # compose project -> limits
+    _last_size: float = 0.0
+
+    def sample(self) -> None:
+        try:
+            rows = self.client.api.containers(
+                all=True, filters={"label": f"{LABEL}.run={self.run}"}
+            )
+        except Exception:
+            return
+        sizes: dict[str, int] = {}
+        if time.monotonic() - self._last_size > 5:  # the size query walks the layer: rarely
+            self._last_size = time.monotonic()
+            with contextlib.suppress(Exception):
+                for r in self.client.api.containers(
+                    all=True, size=True, filters={"label": f"{LABEL}.run={self.run}"}
+                ):
+                    sizes[r["Id"]] = int(r.get("SizeRw") or 0)
+        for r in rows:
+            project = (r.get("Labels") or {}).get("com.docker.compose.project", r["Id"][:12])
+            d = self.seen.setdefault(project, {"pids_limit_hits": 0, "oom_kills": 0})
+            cid = r["Id"]
+            hits = read_counter(cgroup_file(cid, "pids", "pids.events"), "max")
+            ooms = read_counter(cgroup_file(cid, "memory", "memory.oom_control"), "oom_kill")
+            if ooms is None:
+                ooms = read_counter(cgroup_file(cid, "memory", "memory.events"), "oom_kill")
+            d["pids_limit_hits"] = max(d["pids_limit_hits"], hits or 0)
+            d["oom_kills"] = max(d["oom_kills"], ooms or 0)
+            if cid in sizes:
+                d["disk_used_mb"] = max(d.get("disk_used_mb", 0), sizes[cid] // 2**20)
+
+    def for_trial(self, trial: str) -> dict[str, Any]:
+        prefix = _project(trial)
+        found = [v for k, v in self.seen.items() if k.startswith(prefix)]
+        if not found:
+            return {}
+        out: dict[str, Any] = {}
+        for v in found:
+            for k, x in v.items():
+                out[k] = max(out.get(k, 0), x)
+        return out
+
+
+def _record(trial_dir: Path, sanitized: list[Refusal], limits: dict[str, Any]) -> None:
+    old = trial_report(trial_dir)
+    merged = {
+        "sanitized": old.get("sanitized", []) + [r.to_dict() for r in sanitized],
+        "limits": {**old.get("limits", {}), **limits},
+    }
+    write_json(trial_dir / REPORT, merged)
+
+
+def reap(run: str) -> int:
+    """Remove the trial containers (and networks) of a job that are still there."""
+    removed = remove_labelled(docker_client(), run=run)
+    n = removed["containers"]
+    if n:
+        log.warning("removed %d trial container(s) left by job %s", n, run)
+    return n
+
+
+def run_label(job_dir: Path) -> str:
+    """The `litecoder.run` label of a job's containers: unique per job directory."""
+    digest = hashlib.sha256(str(job_dir.resolve()).encode()).hexdigest()[:8]
+    return f"{job_dir.name[:40]}-{digest}"
+
+
+def run_harbor(
+    cmd: list[str],
+    *,
+    env: dict[str, str],
+    job_dir: Path,
+    log_path: Path,
+    timeout_s: float,
+    bar: Any = None,
+    label: str | None = None,
+) -> tuple[float, int]:
+    """Run a Harbor command to the end (see the module docstring). Returns (seconds, exit)."""
+    start = time.monotonic()
+    label = label or run_label(job_dir)
+    reap(label)
+    make_private(job_dir.parent)
+    watch = Watch(label, docker_client())
+    finished = {p.parent for p in job_dir.glob("*/result.json") if _read(p)}
+    done_before = len(finished)
+    seen = done_before
+
+    def settle(trial_dir: Path) -> None:
+        _record(trial_dir, sanitize_tree(trial_dir), watch.for_trial(trial_dir.name))
+
+    def poll() -> None:
+        nonlocal seen
+        watch.sample()
+        new = {
+            p.parent for p in job_dir.glob("*/result.json") if p.parent not in finished and _read(p)
+        }
+        for d in sorted(new):
+            settle(d)
+        finished.update(new)
+        if bar is not None:
+            bar.advance(len(finished) - seen)
+        seen = len(finished)
+
+    stop = threading.Event()
+    with log_path.open("a") as logf:
+        proc = subprocess.Popen(
+            cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
+        )
+        try:
+            while proc.poll() is None:
+                stop.wait(1)
+                poll()
+                if time.monotonic() - start > timeout_s:
+                    raise StageError(f"harbor did not finish in {timeout_s:g}s")
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            reap(label)
+            # Whatever Harbor copied out (finished or not), sanitized before anyone reads it.
+            for d in sorted(p for p in job_dir.glob("*") if p.is_dir()):
+                if d not in finished:
+                    settle(d)
+    poll()
+    return time.monotonic() - start, proc.returncode

@@ -1,0 +1,111 @@
+"""Image builds, imports and pulls.
+
+Every image a litecoder container or a Harbor trial runs is built here, by the engine's
+classic builder, whose `RUN` steps can be confined: no network unless allowed, a memory limit
+with no swap, a CPU weight and a wall-clock timeout. (BuildKit, which `docker compose build`
+uses, offers none of these per build.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from litecoder.sandbox.engine import LABEL, BuildError, SandboxError, one_line
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    network: bool = False
+    memory_mb: int = 4096
+    cpu_shares: int = 512  # relative weight (a container's default is 1024)
+
+
+def image_exists(client: Any, name: str) -> bool:
+    return labels_of_image(client, name) is not None
+
+
+def labels_of_image(client: Any, name: str) -> dict[str, str] | None:
+    """Labels of a local image, or None if it is not there."""
+    from docker.errors import ImageNotFound
+
+    try:
+        return client.images.get(name).labels or {}
+    except ImageNotFound:
+        return None
+
+
+def build_image(
+    client: Any,
+    context: Path,
+    tag: str,
+    labels: dict[str, str],
+    timeout_s: float,
+    limits: BuildLimits | None = None,
+) -> str:
+    """`docker build` of a directory (its Dockerfile), confined. Returns the image id."""
+    from docker.errors import APIError
+    from docker.errors import BuildError as DockerBuildError
+
+    lim = limits or BuildLimits()
+    lines: list[str] = []
+    start = time.monotonic()
+    memory = lim.memory_mb * 2**20
+    try:
+        for chunk in client.api.build(
+            path=str(context),
+            tag=tag,
+            labels=labels,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            timeout=int(timeout_s),
+            network_mode="default" if lim.network else "none",
+            container_limits={"memory": memory, "memswap": memory, "cpushares": lim.cpu_shares},
+        ):
+            if "stream" in chunk:
+                lines.append(chunk["stream"])
+            if "error" in chunk:
+                tail = "".join(lines[-30:]) + chunk["error"]
+                raise BuildError(f"docker build failed: {chunk['error'].strip()}", tail)
+            if time.monotonic() - start > timeout_s:
+                raise BuildError(
+                    f"docker build timed out after {timeout_s:.0f}s", "".join(lines[-30:])
+                )
+    except (APIError, DockerBuildError) as e:
+        _prune_build_leftovers(client, labels)
+        raise BuildError(f"docker build failed: {one_line(e)}", "".join(lines[-30:])) from None
+    except BuildError:
+        _prune_build_leftovers(client, labels)
+        raise
+    except Exception as e:  # a read timeout of the stream, a dropped connection
+        _prune_build_leftovers(client, labels)
+        raise BuildError(f"docker build failed: {one_line(e)}", "".join(lines[-30:])) from None
+    return client.images.get(tag).id
+
+
+def _prune_build_leftovers(client: Any, lab: dict[str, str]) -> None:
+    # Dangling intermediate images of a failed build carry the build's labels.
+    with contextlib.suppress(Exception):
+        client.images.prune(
+            filters={"dangling": True, "label": f"{LABEL}.run={lab[f'{LABEL}.run']}"}
+        )
+
+
+def import_rootfs(client: Any, tarball: Path, name: str, lab: dict[str, str]) -> str:
+    """`docker import` of a root file system tarball as image `name` (repo:tag)."""
+    repo, _, tag = name.rpartition(":") if ":" in name.split("/")[-1] else (name, "", "latest")
+    changes = ['CMD ["bash"]'] + [f"LABEL {k}={json.dumps(v)}" for k, v in lab.items()]
+    client.api.import_image_from_file(str(tarball), repository=repo, tag=tag, changes=changes)
+    return client.images.get(name).id
+
+
+def pull_image(client: Any, name: str) -> str:
+    try:
+        return client.images.pull(name).id
+    except Exception as e:
+        raise SandboxError(f"cannot pull {name}: {one_line(e)}") from None

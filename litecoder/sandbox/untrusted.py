@@ -1,0 +1,262 @@
+"""What comes out of a container is hostile until made safe for the host.
+
+`extract_archive` writes a container's tar stream under a host directory and refuses what
+could carry privilege or escape it: absolute or `..` names, names with control characters,
+device nodes, FIFOs and sockets, hard links to anything but a file of the same archive,
+writes through a link, setuid/setgid bits, file capabilities and other extended attributes.
+Symbolic links are kept, rewritten to relative targets that stay inside the directory (an
+absolute target means the container's root, which is the directory's root).
+
+`sanitize_tree` applies the same rules to a directory that something else filled (Harbor's job
+directories, which it copies out of trial containers): special files and escaping links are
+removed, setuid/setgid bits and file capabilities cleared, hard links to files outside the
+tree broken. Both report every refusal with the path and the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
+
+
+@dataclass(frozen=True)
+class Refusal:
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class Extracted:
+    """What an extraction wrote and refused, plus owners to re-apply inside an image."""
+
+    files: int = 0
+    bytes: int = 0
+    refused: list[Refusal] = field(default_factory=list)
+    owners: dict[str, str] = field(default_factory=dict)  # container path -> "uid:gid"
+
+
+class ArchiveTooLarge(Exception):
+    pass
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why a path from a container cannot be used on the host (or in a Dockerfile)."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "control character in the name"
+    p = PurePosixPath(name)
+    if ".." in p.parts:
+        return "'..' in the name"
+    return None
+
+
+class _Stream:
+    """A file-like view of an iterable of byte chunks, with a size cap."""
+
+    def __init__(self, chunks: Iterable[bytes], limit: int):
+        self.it = iter(chunks)
+        self.buf = b""
+        self.read_total = 0
+        self.limit = limit
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self.buf) < n:
+            try:
+                chunk = next(self.it)
+            except StopIteration:
+                break
+            self.read_total += len(chunk)
+            if self.read_total > self.limit:
+                raise ArchiveTooLarge(f"more than {self.limit} bytes")
+            self.buf += chunk
+        if n < 0:
+            out, self.buf = self.buf, b""
+        else:
+            out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether `path`'s parent, with every link on disk resolved, is inside `root`, and no
+    existing component below `root` is a link (nothing is ever written through a link)."""
+    rel = path.relative_to(root)
+    cur = root
+    for part in rel.parts[:-1]:
+        cur = cur / part
+        if cur.is_symlink():
+            return False
+    return os.path.realpath(path.parent).startswith(os.path.realpath(root))
+
+
+def _relative_link(container_path: PurePosixPath, target: str) -> str:
+    """A link target as seen from the container's root, made relative to the link's directory
+    (so it resolves the same inside the image and never leaves the directory on the host)."""
+    base = container_path.parent
+    absolute = posixpath.normpath(target if target.startswith("/") else str(base / target))
+    return posixpath.relpath(absolute, str(base))
+
+
+def extract_archive(
+    chunks: Iterable[bytes],
+    root: Path,
+    parent: PurePosixPath,
+    *,
+    max_bytes: int,
+    skip: Callable[[str], bool] = lambda _: False,
+    result: Extracted | None = None,
+) -> Extracted:
+    """Extract a container archive of `parent/<name>` (what `docker cp` of that name gives)
+    under `root`, which stands for the container's `/`."""
+    res = result or Extracted()
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    with tarfile.open(fileobj=_Stream(chunks, max_bytes), mode="r|") as tar:  # type: ignore[call-overload]
+        for m in tar:
+            cpath = parent / m.name
+            shown = str(cpath)
+            why = unsafe_name(m.name) or (
+                "absolute name in the archive" if m.name.startswith("/") else None
+            )
+            if why:
+                res.refused.append(Refusal(shown, why))
+                continue
+            if skip(shown):
+                continue
+            dest = root / str(cpath).lstrip("/")
+            if not _inside(root, dest):
+                res.refused.append(Refusal(shown, "would be written through a link"))
+                continue
+            for key in m.pax_headers:
+                if key.startswith("SCHILY.xattr."):
+                    attr = key.removeprefix("SCHILY.xattr.")
+                    what = "file capability" if attr == "security.capability" else "attribute"
+                    res.refused.append(Refusal(shown, f"extended {what} {attr} dropped"))
+            if m.uid or m.gid:
+                res.owners[shown] = f"{m.uid}:{m.gid}"
+            if m.isdir():
+                if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+                    dest.unlink()
+                dest.mkdir(exist_ok=True)
+                os.chmod(dest, m.mode & 0o3777)  # setgid on a directory only sets new files' group
+                continue
+            if dest.is_symlink() or dest.is_file():
+                dest.unlink()
+            elif dest.is_dir():
+                shutil.rmtree(dest)
+            if m.isfile():
+                mode = m.mode & 0o1777
+                if m.mode & PRIVILEGE_BITS:
+                    res.refused.append(
+                        Refusal(shown, f"setuid/setgid bit dropped (mode {m.mode & 0o7777:o})")
+                    )
+                src = tar.extractfile(m)
+                assert src is not None
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    shutil.copyfileobj(src, f)
+                os.chmod(dest, mode)
+                os.utime(dest, (m.mtime, m.mtime), follow_symlinks=False)
+                res.files += 1
+                res.bytes += m.size
+            elif m.issym():
+                os.symlink(_relative_link(cpath, m.linkname), dest)
+                with contextlib.suppress(OSError, NotImplementedError):
+                    os.utime(dest, (m.mtime, m.mtime), follow_symlinks=False)
+            elif m.islnk():
+                why = unsafe_name(m.linkname) or (
+                    "absolute hard link" if m.linkname.startswith("/") else None
+                )
+                target = root / str(parent / m.linkname).lstrip("/")
+                if why or not (_inside(root, target) and target.is_file()):
+                    res.refused.append(
+                        Refusal(shown, f"hard link to {m.linkname!r} outside the archive")
+                    )
+                    continue
+                os.link(target, dest, follow_symlinks=False)
+            else:
+                kind = (
+                    "device node"
+                    if m.ischr() or m.isblk()
+                    else "FIFO"
+                    if m.isfifo()
+                    else f"special file (type {m.type!r})"
+                )
+                res.refused.append(Refusal(shown, f"{kind} not copied"))
+    return res
+
+
+def sanitize_tree(root: Path) -> list[Refusal]:
+    """Make a directory filled from a container safe for the host, in place."""
+    refused: list[Refusal] = []
+    if not root.is_dir() or root.is_symlink():
+        return refused
+    real_root = os.path.realpath(root)
+    inodes: dict[tuple[int, int], int] = {}
+    files: list[tuple[Path, os.stat_result]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            p = here / name
+            rel = str(p.relative_to(root))
+            try:
+                st = p.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(p)
+                resolved = os.path.realpath(p)
+                lexical = os.path.normpath(os.path.join(dirpath, target))
+                if os.path.isabs(target) or not (
+                    resolved.startswith(real_root + os.sep)
+                    and lexical.startswith(os.path.normpath(str(root)) + os.sep)
+                ):
+                    p.unlink()
+                    refused.append(Refusal(rel, f"link to {target!r} leaves the directory"))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if st.st_mode & stat.S_ISUID:
+                    os.chmod(p, stat.S_IMODE(st.st_mode) & ~stat.S_ISUID)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                p.unlink()
+                refused.append(Refusal(rel, "device node, FIFO or socket removed"))
+                continue
+            if st.st_mode & PRIVILEGE_BITS:
+                os.chmod(p, stat.S_IMODE(st.st_mode) & ~PRIVILEGE_BITS)
+                refused.append(
+                    Refusal(rel, f"setuid/setgid bit cleared (mode {stat.S_IMODE(st.st_mode):o})")
+                )
+            with contextlib.suppress(OSError):
+                if "security.capability" in os.listxattr(p, follow_symlinks=False):
+                    os.removexattr(p, "security.capability", follow_symlinks=False)
+                    refused.append(Refusal(rel, "file capability removed"))
+            key = (st.st_dev, st.st_ino)
+            inodes[key] = inodes.get(key, 0) + 1
+            files.append((p, st))
+    for p, st in files:
+        if st.st_nlink > inodes[(st.st_dev, st.st_ino)]:
+            # Linked to a file outside the tree: keep a private copy, never the shared inode.
+            tmp = p.with_name(p.name + ".litecoder-copy")
+            shutil.copyfile(p, tmp, follow_symlinks=False)
+            os.chmod(tmp, stat.S_IMODE(st.st_mode) & ~PRIVILEGE_BITS)
+            os.replace(tmp, p)
+            refused.append(Refusal(str(p.relative_to(root)), "hard link to a file outside"))
+    return refused
+
+
+def make_private(path: Path) -> None:
+    """Only the owner may enter `path`: what containers write there is out of other users'
+    reach until it has been sanitized."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
