@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 import tomllib
@@ -175,6 +176,96 @@ def test_failures_are_recorded_and_the_stage_goes_on(tmp_path: Path) -> None:
         assert why in failed[tid]["reason"], failed[tid]
     assert litecoder_leftovers()["containers"] == []
     assert subprocess.run(["true"]).returncode == 0  # the host is fine
+
+
+def _canary() -> dict[str, tuple[str, int]]:
+    root = Path(S.HOST_CANARY)
+    return {str(p): (p.read_text(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def _unsafe_files(root: Path) -> list[str]:
+    bad = []
+    for p in root.rglob("*"):
+        st = p.lstat()
+        if p.is_symlink():
+            target = os.path.normpath(os.path.join(p.parent, os.readlink(p)))
+            if os.readlink(p).startswith("/") or not target.startswith(str(root)):
+                bad.append(f"{p}: escaping link")
+        elif not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            bad.append(f"{p}: special file")
+        elif stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+            bad.append(f"{p}: privilege bits")
+    return bad
+
+
+def test_hostile_setup_commands_are_contained_and_recorded(tmp_path: Path) -> None:
+    """A disk fill, a 1 GB output flood, a setsid escapee, setuid binaries, device nodes, FIFOs,
+    links to the host and a link swapped in while the state is captured: the host is
+    unchanged, nothing privileged or escaping lands in the environment, and every task's
+    outcome says what the sandbox did."""
+    canary = Path(S.HOST_CANARY)
+    canary.mkdir(exist_ok=True)
+    (canary / "keep.txt").write_text("host\n")
+    before = _canary()
+    free_before = shutil.disk_usage("/").free
+    by_id = {s.id: s for s in S.FAULTY}
+    names = [
+        "escape_disk_fill",
+        "hostile_output_flood",
+        "hostile_setsid",
+        "hostile_privileged_files",
+        "hostile_symlink_swap",
+    ]
+    project = _project_with_tasks(tmp_path, [by_id[n] for n in names])
+    run(
+        # Time enough for a 1 GB flood on a slow machine: what is checked here is containment.
+        [
+            "litecoder",
+            "envprep",
+            *FAST,
+            "envprep.sandbox.disk_mb=300",
+            "envprep.sandbox.command_timeout_s=600",
+        ],
+        project,
+        timeout=900,
+    )
+    out = {r["task_id"]: r for r in read_jsonl(project / "data/envs/outcomes.jsonl")}
+    assert out["t-escape-disk-fill"]["step"] == "setup"
+    assert "disk limit reached" in out["t-escape-disk-fill"]["reason"]
+    for n in names[1:]:
+        assert out[f"t-{n.replace('_', '-')}"]["status"] == "ok", out[f"t-{n.replace('_', '-')}"]
+    events = {k: " | ".join(v["sandbox_events"]) for k, v in out.items()}
+    assert "output was 1000000000 bytes" in events["t-hostile-output-flood"]
+    assert "were stopped" in events["t-hostile-setsid"]
+    assert "were stopped" in events["t-hostile-symlink-swap"]
+    refused = {r["path"]: r["reason"] for r in out["t-hostile-privileged-files"]["capture_refused"]}
+    assert refused["/app/rootsh"] == "setuid/setgid bit dropped (mode 4755)"
+    assert refused["/app/notes.txt"] == "setuid/setgid bit dropped (mode 2755)"
+    assert refused["/app/fifo"] == "FIFO not copied"
+    envs = project / "data/envs"
+    assert _unsafe_files(envs) == []
+    assert os.readlink(envs / "t-hostile-privileged-files/environment/files/app/rootlink") == ".."
+    assert not (envs / "t-hostile-privileged-files/environment/files/app/disk").exists()
+    assert _canary() == before  # nothing written through a link to the host
+    assert free_before - shutil.disk_usage("/").free < 2 * 2**30
+    m = json.loads((project / "metrics/envprep.json").read_text())
+    assert m["capture_refused"] >= 3 and m["sandbox_events"] >= 3
+    assert litecoder_leftovers()["containers"] == []
+
+
+def test_agent_written_compose_file_never_lands(tmp_path: Path) -> None:
+    by_id = {s.id: s for s in S.FAULTY}
+    project = _project_with_tasks(tmp_path, [by_id["hostile_compose"]])
+    run(["litecoder", "envprep", "envprep.mode=dockerfile", *FAST], project, timeout=900)
+    out = read_jsonl(project / "data/envs/outcomes.jsonl")[0]
+    assert out["status"] == "ok", out
+    assert any("docker-compose.yaml refused" in e for e in out["sandbox_events"])
+    compose = yaml.safe_load(
+        (project / "data/envs/t-hostile-compose/environment/docker-compose.yaml").read_text()
+    )
+    main = compose["services"]["main"]
+    assert "volumes" not in main and main["privileged"] is False
+    assert main["cap_drop"] == ["ALL"]
 
 
 def test_dockerfile_mode_catches_missing_copy_sources_and_failing_builds(tmp_path: Path) -> None:

@@ -150,7 +150,10 @@ async def run_agent(
                 return result
             if action.type == "write_file":
                 assert action.path is not None and action.content is not None
-                observations.append(await executor.write_file(action.path, action.content))
+                seen = await executor.write_file(action.path, action.content)
+                observations.append(seen)
+                if seen.startswith("error:"):
+                    result.sandbox_events.append(f"write_file {action.path} refused: {seen[7:]}")
                 continue
             assert action.command is not None
             t0 = time.monotonic()

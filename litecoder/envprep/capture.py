@@ -55,14 +55,16 @@ def capture_state(sandbox: Sandbox, cap: Capture, env_dir: Path) -> CaptureRepor
     report = CaptureReport()
     refused: list[Refusal] = []
     changes = []
-    for c in sandbox.diff():
+    diff = sandbox.diff()
+    # Directories: whatever has a changed child (excluded children count, e.g. a mount point).
+    parents = {str(PurePosixPath(c["Path"]).parent) for c in diff}
+    for c in diff:
         why = unsafe_name(c["Path"])
         if why:
             refused.append(Refusal(c["Path"], why))
         elif not excluded(c["Path"], cap):
             changes.append(c)
     kind = {c["Path"]: c["Kind"] for c in changes}  # 0 changed, 1 added, 2 deleted
-    parents = {str(PurePosixPath(p).parent) for p in kind}
     report.deleted = sorted(
         p for p, k in kind.items() if k == 2 and kind.get(str(PurePosixPath(p).parent)) != 2
     )

@@ -276,12 +276,13 @@ def _project(name: str) -> str:
 
 @dataclass
 class Watch:
-    """Cgroup counters of a job's trial containers, sampled from the host while they run."""
+    """Cgroup counters of a job's trial containers, read from the host while they run: how
+    often the process limit stopped a fork, and OOM kills. (The disk quota is enforced by the
+    kernel; the engine's size report of a container is not reliable enough to record.)"""
 
     run: str
     client: Any
-    seen: dict[str, dict[str, Any]] = field(default_factory=dict)  # compose project -> limits
-    _last_size: float = 0.0
+    seen: dict[str, dict[str, int]] = field(default_factory=dict)  # compose project -> counters
 
     def sample(self) -> None:
         try:
@@ -290,14 +291,6 @@ class Watch:
             )
         except Exception:
             return
-        sizes: dict[str, int] = {}
-        if time.monotonic() - self._last_size > 5:  # the size query walks the layer: rarely
-            self._last_size = time.monotonic()
-            with contextlib.suppress(Exception):
-                for r in self.client.api.containers(
-                    all=True, size=True, filters={"label": f"{LABEL}.run={self.run}"}
-                ):
-                    sizes[r["Id"]] = int(r.get("SizeRw") or 0)
         for r in rows:
             project = (r.get("Labels") or {}).get("com.docker.compose.project", r["Id"][:12])
             d = self.seen.setdefault(project, {"pids_limit_hits": 0, "oom_kills": 0})
@@ -308,18 +301,14 @@ class Watch:
                 ooms = read_counter(cgroup_file(cid, "memory", "memory.events"), "oom_kill")
             d["pids_limit_hits"] = max(d["pids_limit_hits"], hits or 0)
             d["oom_kills"] = max(d["oom_kills"], ooms or 0)
-            if cid in sizes:
-                d["disk_used_mb"] = max(d.get("disk_used_mb", 0), sizes[cid] // 2**20)
 
-    def for_trial(self, trial: str) -> dict[str, Any]:
+    def for_trial(self, trial: str) -> dict[str, int]:
         prefix = _project(trial)
-        found = [v for k, v in self.seen.items() if k.startswith(prefix)]
-        if not found:
-            return {}
-        out: dict[str, Any] = {}
-        for v in found:
-            for k, x in v.items():
-                out[k] = max(out.get(k, 0), x)
+        out: dict[str, int] = {}
+        for k, v in self.seen.items():
+            if k.startswith(prefix):
+                for name, x in v.items():
+                    out[name] = max(out.get(name, 0), x)
         return out
 
 

@@ -144,6 +144,7 @@ def extract_archive(
                     res.refused.append(Refusal(shown, f"extended {what} {attr} dropped"))
             if m.uid or m.gid:
                 res.owners[shown] = f"{m.uid}:{m.gid}"
+            dest.parent.mkdir(parents=True, exist_ok=True)  # no link on the way (checked)
             if m.isdir():
                 if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
                     dest.unlink()
@@ -217,9 +218,10 @@ def sanitize_tree(root: Path) -> list[Refusal]:
                 target = os.readlink(p)
                 resolved = os.path.realpath(p)
                 lexical = os.path.normpath(os.path.join(dirpath, target))
+                norm_root = os.path.normpath(str(root))
                 if os.path.isabs(target) or not (
-                    resolved.startswith(real_root + os.sep)
-                    and lexical.startswith(os.path.normpath(str(root)) + os.sep)
+                    (resolved == real_root or resolved.startswith(real_root + os.sep))
+                    and (lexical == norm_root or lexical.startswith(norm_root + os.sep))
                 ):
                     p.unlink()
                     refused.append(Refusal(rel, f"link to {target!r} leaves the directory"))

@@ -204,9 +204,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                     "exception": runner.exception_type(r),
                     "seconds": _seconds(r.started_at, r.finished_at),
                     "sanitized": len(report.get("sanitized", [])),
-                    "limits_hit": sorted(
-                        k for k, v in report.get("limits", {}).items() if v and k != "disk_used_mb"
-                    ),
+                    "limits_hit": sorted(k for k, v in report.get("limits", {}).items() if v),
                 }
             )
     per_agent: dict[str, dict[str, Any]] = {}
