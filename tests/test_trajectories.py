@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -11,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from litecoder.taskdir import harbor_bin, trial_results
 
 from litecoder.config import RolloutAgent
-from litecoder.io import read_jsonl, write_text
+from litecoder.harbor import runner
+from litecoder.io import read_jsonl
 from litecoder.offline import StandIn
 from litecoder.stages.filter import judge_trial, read_trials
 from litecoder.stages.rollout import assign, job_config
@@ -43,12 +44,12 @@ def test_rollouts_are_harbor_jobs(smoke: Path) -> None:
     rewards = []
     for job in jobs:
         assert (job / "config.json").exists() and (job / "result.json").exists()
-        for r in trial_results(job):
-            trial = job / r["trial_name"]
+        for r in runner.trial_results(job):
+            trial = job / r.trial_name
             Atif.model_validate_json((trial / "agent/trajectory.json").read_text())
             assert (trial / "verifier/reward.txt").exists()
-            rewards.append(r["verifier_result"]["rewards"]["reward"])
-            assert r["task_name"] in splits["train"]
+            rewards.append(runner.reward(r))
+            assert r.task_name in splits["train"]
     # The stand-in solves some tasks and fails or loops on others, graded by real verifiers.
     assert 0.0 in rewards and 1.0 in rewards
     assert m["timing"]["litecoder_overhead_s"] < m["timing"]["harbor_wall_s"]
@@ -143,9 +144,6 @@ def rule_trials(smoke: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     envs = root / "envs"
     task = json.loads((smoke / "data/envs/splits.json").read_text())["train"][0]
     shutil.copytree(smoke / "data/envs" / task, envs / task)
-    broken = envs / "t-broken-env"
-    shutil.copytree(smoke / "data/envs" / task, broken)
-    write_text(broken / "environment/Dockerfile", "FROM litecoder-base:no-such-tag\n")
     cfg = compose_cfg(
         "rollout.n_attempts=2", "rollout.n_concurrent=4", "rollout.agent_timeout_multiplier=0.02"
     )
@@ -160,16 +158,28 @@ def rule_trials(smoke: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         for b in behaviours
     ]
+    staged = runner.stage(
+        [envs / task],
+        root / "staged",
+        run=runner.run_label(root / "jobs/rules"),
+        sec=runner.Security.from_config(cfg),
+    )
+    # A task whose environment cannot start: its prebuilt image does not exist.
+    broken = root / "staged/t-broken-env"
+    shutil.copytree(staged[0], broken)
+    toml = broken / "task.toml"
+    toml.write_text(
+        re.sub(r'docker_image = ".*"', 'docker_image = "litecoder-trial/none:0"', toml.read_text())
+    )
     with StandIn() as server:
-        conf = job_config(
-            cfg, agents, [envs / task, broken], root / "jobs", "rules", server.base_url
-        )
+        conf = job_config(cfg, agents, [staged[0], broken], root / "jobs", "rules", server.base_url)
         (root / "job.json").write_text(json.dumps(conf))
-        run(
-            [harbor_bin(), "run", "-c", str(root / "job.json"), "-y"],
-            root,
-            timeout=1200,
-            env={"OPENAI_API_KEY": "stand-in"},
+        runner.run_harbor(
+            [runner.harbor_bin(), "run", "-c", str(root / "job.json"), "-y"],
+            env=runner.harbor_env(OPENAI_API_KEY="stand-in"),
+            job_dir=root / "jobs/rules",
+            log_path=root / "harbor.log",
+            timeout_s=1200,
         )
     return root
 
@@ -179,8 +189,8 @@ def _judged(root: Path, *overrides: str) -> dict[str, list[tuple[str, list[str]]
     out: dict[str, list[tuple[str, list[str]]]] = {}
     seen: dict[str, str] = {}
     for result, traj, _ in read_trials(root / "jobs", root / "envs"):
-        model = result["config"]["agent"]["model_name"]
-        key = ("broken:" if result["task_name"] == "t-broken-env" else "") + model.rsplit("@", 1)[1]
+        model = result.config.agent.model_name
+        key = ("broken:" if result.task_name == "t-broken-env" else "") + model.rsplit("@", 1)[1]
         out.setdefault(key, []).append(judge_trial(result, traj, cfg, seen))
     return out
 
