@@ -17,7 +17,8 @@ test: setup
 	python -m pytest -q
 
 lint: setup
-	ruff check litecoder tests benchmarks && ruff format --check litecoder tests benchmarks
+	ruff check litecoder tests benchmarks scripts && ruff format --check litecoder tests benchmarks scripts
+	mypy
 
 bench: setup
 	python benchmarks/llm_client.py

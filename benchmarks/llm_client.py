@@ -19,8 +19,9 @@ from pathlib import Path
 
 from litecoder.config import Limits, Magpie, Teacher
 from litecoder.llm import LLMClient, ResponseCache, Usage
-from litecoder.offline import StandIn
+from litecoder.standin import StandIn
 
+META = {"stage": "sample", "domain": "version_control"}
 SCENARIOS = [(3000, 1.0, 256, 0.9), (2000, 0.1, 64, 0.6)]
 
 
@@ -45,11 +46,14 @@ async def run_once(
         # One warm-up round fills the connection pool, as a long stage would have.
         if warmup:
             await asyncio.gather(
-                *(client.complete(f"warm {i}", seed=i) for i in range(concurrency))
+                *(client.complete(f"warm {i}", seed=i, meta=META) for i in range(concurrency))
             )
         start = time.perf_counter()
         await asyncio.gather(
-            *(client.complete(f"benchmark request {i}", seed=i, max_tokens=64) for i in range(n))
+            *(
+                client.complete(f"benchmark request {i}", seed=i, max_tokens=64, meta=META)
+                for i in range(n)
+            )
         )
         elapsed = time.perf_counter() - start
     cache.close()

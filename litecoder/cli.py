@@ -8,6 +8,7 @@
     litecoder clean [--images]                                 remove litecoder's containers
                                                                (--images: task images too)
     litecoder compare SWEEP_DIR | RUN_DIR ...                  sweep members side by side
+    litecoder dvc-yaml [--check]                               dvc.yaml from the stage specs
     litecoder stand-in [--port N ...]                          run the offline stand-in teacher
 
 Every path ends in the same stage functions (`litecoder.pipeline.STAGES`).
@@ -18,12 +19,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.logging import RichHandler
 
 from litecoder.config import CONF_DIR_NAME, ConfigError, load_config, validate
-from litecoder.io import MissingInput, StageError
+from litecoder.io import MissingInput, StageError, write_text
 from litecoder.pipeline import ORDER, STAGES, run_stage
 from litecoder.sandbox import SandboxError
 
@@ -42,7 +44,9 @@ def _setup_logging(verbose: bool = False) -> None:
 
 
 def _stage_main(stage: str, argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog=f"litecoder {stage}", description=STAGES[stage].__doc__)
+    p = argparse.ArgumentParser(
+        prog=f"litecoder {stage}", description=STAGES[stage].function().__doc__
+    )
     p.add_argument("--params", type=Path, help="composed config (DVC's params.yaml)")
     p.add_argument("--workdir", type=Path, default=Path.cwd(), help="where data/ and metrics/ live")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -80,6 +84,12 @@ def _run_main(argv: list[str]) -> int:
     from litecoder.compare import log_summary_run, sweep_group
     from litecoder.io import write_text
 
+    if {"-h", "--help"} & set(argv):
+        print(
+            "usage: litecoder run [--stages a,b | --until STAGE] [-m] [OVERRIDE ...]\n\n"
+            "The stages in order for one composed config (-m: a Hydra multirun, one job dir\n"
+            f"per member). Stages: {', '.join(ORDER)}. Hydra's own help follows.\n"
+        )
     stages, hydra_args = _select_stages(argv)
     root = Path.cwd()
     conf_dir = root / CONF_DIR_NAME
@@ -104,7 +114,7 @@ def _run_main(argv: list[str]) -> int:
             cfg = cfg.model_copy(
                 update={"tracking": cfg.tracking.model_copy(update={"group": group})}
             )
-        results = {}
+        results: dict[str, object] = {}
         for s in stages:
             results[s] = run_stage(s, cfg, root=root, workdir=workdir)
         if multirun:
@@ -166,10 +176,10 @@ def _clean_main(argv: list[str]) -> int:
 
 
 def _compare_main(argv: list[str]) -> int:
+    from rich.console import Console
     from rich.table import Table
 
     from litecoder.compare import COLUMNS, compare
-    from litecoder.tracking import console
 
     p = argparse.ArgumentParser(
         prog="litecoder compare", description="sweep members (or run dirs) side by side"
@@ -177,62 +187,95 @@ def _compare_main(argv: list[str]) -> int:
     p.add_argument("paths", nargs="+", type=Path, help="a multirun sweep dir, or run dirs")
     p.add_argument("--out", type=Path, help="where compare.md/.csv go (default: the first path)")
     a = p.parse_args(argv)
-    rows = compare(a.paths, out=a.out or a.paths[0])
-    table = Table(*COLUMNS)
-    for r in rows:
-        table.add_row(*("-" if r[c] is None else str(r[c]) for c in COLUMNS))
-    console.print(table)
+    out = a.out or a.paths[0]
+    rows = compare(a.paths, out=out)
+    if sys.stdout.isatty():
+        table = Table(*COLUMNS)
+        for r in rows:
+            table.add_row(*("-" if r[c] is None else str(r[c]) for c in COLUMNS))
+        Console().print(table)
+    else:  # piped: the markdown table, whole (a terminal-width table would cut it)
+        print((out / "compare.md").read_text(), end="")
     return 0 if rows else 1
+
+
+def _dvc_yaml_main(argv: list[str]) -> int:
+    from litecoder.pipeline import dvc_yaml
+
+    p = argparse.ArgumentParser(
+        prog="litecoder dvc-yaml", description="write dvc.yaml from the stage specs"
+    )
+    p.add_argument("-o", "--output", type=Path, default=Path("dvc.yaml"))
+    p.add_argument("--check", action="store_true", help="exit 1 if the file differs")
+    a = p.parse_args(argv)
+    text = dvc_yaml()
+    if a.check:
+        same = a.output.exists() and a.output.read_text() == text
+        print(f"{a.output} is {'up to date' if same else 'out of date: run litecoder dvc-yaml'}")
+        return 0 if same else 1
+    write_text(a.output, text)
+    print(f"wrote {a.output}")
+    return 0
+
+
+def _stand_in_main(argv: list[str]) -> int:
+    from litecoder.standin.server import main as serve
+
+    serve(argv)
+    return 0
+
+
+def _stage_command(stage: str) -> Callable[[list[str]], int]:
+    return lambda argv: _stage_main(stage, argv)
+
+
+# Every command: (handler, one line of help). `litecoder <command> --help` shows its options.
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    **{s: (_stage_command(s), f"run stage {s}") for s in STAGES},
+    "run": (_run_main, "stages in order as a Hydra app (-m: a sweep)"),
+    "params": (_params_main, "compose conf/ into params.yaml the way DVC does"),
+    "dvc-yaml": (_dvc_yaml_main, "write dvc.yaml from the stage specs"),
+    "base-image": (_base_image_main, "build or pull the environments' base image"),
+    "clean": (_clean_main, "remove what litecoder made in Docker"),
+    "compare": (_compare_main, "sweep members (or run dirs) side by side"),
+    "stand-in": (_stand_in_main, "run the offline stand-in teacher (not a model)"),
+}
+# One-line errors, by what went wrong: (exception, exit code, prefix).
+ERRORS: list[tuple[type[BaseException], int, str]] = [
+    (ConfigError, 2, ""),
+    (SandboxError, 3, "error: "),
+    (MissingInput, 4, "error: "),
+    (StageError, 5, "error: "),
+]
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    return (__doc__ or "") + "\ncommands:\n" + "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {
-        **{s: None for s in STAGES},
-        "run": None,
-        "params": None,
-        "stand-in": None,
-        "base-image": None,
-        "clean": None,
-    }
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print(__doc__)
-        print("stages:", ", ".join(ORDER))
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(_usage())
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
-    cmd, rest = argv[0], argv[1:]
+    handler, _ = COMMANDS[argv[0]]
     try:
-        if cmd == "run":
-            code = _run_main(rest)
-        elif cmd == "params":
-            code = _params_main(rest)
-        elif cmd == "base-image":
-            code = _base_image_main(rest)
-        elif cmd == "clean":
-            code = _clean_main(rest)
-        elif cmd == "compare":
-            code = _compare_main(rest)
-        elif cmd == "stand-in":
-            from litecoder.offline.server import main as serve
-
-            serve(rest)
-            code = 0
-        else:
-            code = _stage_main(cmd, rest)
-    except ConfigError as e:
-        print(str(e), file=sys.stderr)
-        code = 2
-    except SandboxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 3
-    except MissingInput as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 4
-    except StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 5
+        code = handler(argv[1:])
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
+    except Exception as e:
+        for kind, exit_code, prefix in ERRORS:
+            if isinstance(e, kind):
+                print(f"{prefix}{e}", file=sys.stderr)
+                code = exit_code
+                break
+        else:
+            raise
     sys.exit(code)
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import yaml
 
 from litecoder.io import write_text
+from litecoder.pipeline import Paths
 
-COLUMNS = [
+COLUMNS: list[str] = [
     "member",
     "overrides",
     "sampled",
@@ -34,9 +35,10 @@ def _load(p: Path) -> dict[str, Any]:
 
 def summarize(workdir: Path) -> dict[str, Any]:
     """One row of key numbers for a run directory (the repo root, or a multirun job dir)."""
-    fun = _load(workdir / "metrics/funnel.json").get("total", {})
-    train = _load(workdir / "metrics/train.json")
-    ev = _load(workdir / "metrics/evaluate.json")
+    paths = Paths(workdir)
+    fun = _load(paths.funnel_metrics).get("total", {})
+    train = _load(paths.metrics("train"))
+    ev = _load(paths.metrics("evaluate"))
     overrides = workdir / ".hydra/overrides.yaml"
     k = ev.get("k", 1)
     return {
@@ -55,13 +57,17 @@ def summarize(workdir: Path) -> dict[str, Any]:
 
 
 def members(paths: list[Path]) -> list[Path]:
-    """Run directories: each path itself if it has metrics/, else its subdirectories that do."""
+    """Run directories: each path itself if it has metrics, else its subdirectories that do."""
+
+    def is_run(d: Path) -> bool:
+        return Paths(d).metrics("sample").parent.is_dir()
+
     out = []
     for p in paths:
-        if (p / "metrics").is_dir():
+        if is_run(p):
             out.append(p)
         else:
-            out += sorted(d for d in p.iterdir() if (d / "metrics").is_dir())
+            out += sorted(d for d in p.iterdir() if d.is_dir() and is_run(d))
     return out
 
 
@@ -124,7 +130,8 @@ def log_compare_run(cfg: Any, rows: list[dict[str, Any]], group: str, workdir: P
         settings=wandb.Settings(console="off", x_disable_stats=True),
     )
     try:
-        table = wandb.Table(columns=COLUMNS, data=[[r[c] for c in COLUMNS] for r in rows])
+        cols: list[str | int] = list(COLUMNS)
+        table = wandb.Table(columns=cols, data=[[r[c] for c in COLUMNS] for r in rows])
         run.log({"compare": table})
     finally:
         run.finish()
@@ -147,8 +154,9 @@ class SweepCallback:
             return
         rows = compare([sweep], out=sweep)
         data = OmegaConf.to_container(config, resolve=True)
-        data.pop("hydra", None)  # type: ignore[union-attr]
-        cfg = validate(data, check_env=False)  # type: ignore[arg-type]
+        assert isinstance(data, dict)
+        data.pop("hydra", None)
+        cfg = validate({str(k): v for k, v in data.items()}, check_env=False)
         log_compare_run(cfg, rows, sweep_group(cfg.experiment.name, sweep), sweep)
 
     # Hydra calls these too; nothing to do.

@@ -223,15 +223,14 @@ class EnvprepPrompts(Strict):
     verifier: StepPrompt
 
 
-ENVPREP_STEPS = ("refine", "setup", "solution", "verifier", "config")
+Step = Literal["refine", "setup", "solution", "verifier", "config"]
+ENVPREP_STEPS: tuple[Step, ...] = ("refine", "setup", "solution", "verifier", "config")
 
 
 class Envprep(Strict):
     base_image: BaseImage
     mode: Literal["container", "dockerfile"] = "container"
-    steps: list[Literal["refine", "setup", "solution", "verifier", "config"]] = Field(
-        default_factory=lambda: list(ENVPREP_STEPS)
-    )
+    steps: list[Step] = Field(default_factory=lambda: list(ENVPREP_STEPS))
     concurrency: int = Field(default=2, gt=0)
     heldout_fraction: float = Field(default=0.2, ge=0, lt=1)
     keep_images: bool = True
@@ -308,6 +307,19 @@ class Filter(Strict):
     dedupe: bool = True
     # Trial exceptions that are the agent's own failing; every other one is infrastructure.
     agent_error_types: list[str] = Field(default_factory=list)
+    # The rules that run (litecoder.filters), in order.
+    rules: list[str] = Field(
+        default_factory=lambda: ["reward", "loop", "turns", "context", "parse_errors"]
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Filter:
+        from litecoder.filters import RULES
+
+        unknown = [r for r in self.rules if r not in RULES]
+        if unknown:
+            raise ValueError(f"rules: unknown {unknown} (known: {sorted(RULES)})")
+        return self
 
 
 class TokenizerSettings(Strict):
@@ -318,10 +330,9 @@ class TokenizerSettings(Strict):
 
 
 class Sft(Strict):
-    # Scaffold format(s) to render, with weights; trajectories are assigned by hash.
-    formats: dict[Literal["terminus_json", "terminus_xml", "openai_tools"], float] = Field(
-        min_length=1
-    )
+    # SFT format(s) to render (litecoder.trajectory.formats), with weights; trajectories are
+    # assigned by hash.
+    formats: dict[str, float] = Field(min_length=1)
     drop_parse_error_turns: bool = True
     max_seq_len: int = Field(default=8192, gt=0)
     overlength: Literal["split", "drop"] = "split"
@@ -330,6 +341,11 @@ class Sft(Strict):
 
     @model_validator(mode="after")
     def _weights(self) -> Sft:
+        from litecoder.trajectory.formats import FORMATS
+
+        unknown = sorted(set(self.formats) - set(FORMATS))
+        if unknown:
+            raise ValueError(f"formats: unknown {unknown} (known: {sorted(FORMATS)})")
         if any(w < 0 for w in self.formats.values()) or sum(self.formats.values()) <= 0:
             raise ValueError("formats: weights must be >= 0 and not all 0")
         return self
@@ -471,6 +487,25 @@ class Tracking(Strict):
     sample_rows: int = Field(default=20, ge=0)
 
 
+class PublishedScore(Strict):
+    model: str
+    source: str
+    scores: dict[str, float]  # eval.benchmark -> pass@1 in percent
+
+
+class Report(Strict):
+    benchmarks: dict[str, str] = Field(default_factory=dict)  # eval.benchmark -> title
+    published: list[PublishedScore] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known(self) -> Report:
+        for p in self.published:
+            unknown = sorted(set(p.scores) - set(self.benchmarks))
+            if unknown:
+                raise ValueError(f"published: {p.model!r} scores unknown benchmarks {unknown}")
+        return self
+
+
 class LLM(Strict):
     cache_dir: str = ".litecoder/cache"
     cache: bool = True
@@ -494,6 +529,7 @@ class Config(Strict):
     tracking: Tracking
     llm: LLM = LLM()
     security: Security = Security()
+    report: Report = Report()
     envprep: Envprep
     rollout: Rollout
     filter: Filter

@@ -7,28 +7,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from litecoder.config import Config
+from litecoder.endpoints import Endpoints
+from litecoder.io import read_records
 from litecoder.llm import LLMClient, ResponseCache, UsageBook, open_cache
-from litecoder.offline import Endpoints
-
-
-class Paths:
-    """The files of one run, relative to its working directory (the repo root under DVC,
-    the job directory under Hydra multirun)."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        tasks = workdir / "data" / "tasks"
-        self.sampled = tasks / "sampled.jsonl"
-        self.judged = tasks / "judged.jsonl"
-        self.accepted = tasks / "accepted.jsonl"
-        self.duplicates = tasks / "duplicates.jsonl"
-        self.envs = workdir / "data" / "envs"
-        self.rollouts = workdir / "data" / "rollouts"
-        self.trajectories = workdir / "data" / "trajectories"
-        self.sft = workdir / "data" / "sft"
-        self.models = workdir / "models"
-        self.metrics = workdir / "metrics"
+from litecoder.pipeline import Paths, producer
 
 
 @dataclass
@@ -39,6 +24,11 @@ class StageContext:
     endpoints: Endpoints
     cache: ResponseCache | None
     usage: UsageBook
+
+    def read[M: BaseModel](self, name: str, model: type[M], sub: str | None = None) -> list[M]:
+        """The records of a DATA location (or a file `sub` inside it), typed."""
+        path = getattr(self.paths, name) / sub if sub else getattr(self.paths, name)
+        return read_records(path, model, producer=producer(name))
 
     def client(self, role: str) -> LLMClient:
         teacher = self.cfg.teacher(role)
@@ -73,7 +63,7 @@ def stage_context(cfg: Config, root: Path, workdir: Path) -> Iterator[StageConte
     cache = open_cache(cache_dir(cfg, root))
     try:
         with Endpoints(cfg, root) as endpoints:
-            yield StageContext(cfg, root, Paths(workdir), endpoints, cache, UsageBook())
+            yield StageContext(cfg, root, Paths(workdir, cfg), endpoints, cache, UsageBook())
     finally:
         if cache is not None:
             cache.close()

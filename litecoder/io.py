@@ -1,4 +1,4 @@
-"""Atomic file output (temp file + rename) and JSONL helpers."""
+"""Atomic file output (temp file + rename), JSONL helpers and typed record files."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from pydantic import BaseModel, ValidationError
 
 
 @contextmanager
@@ -68,5 +70,33 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 try:
                     out.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+                    raise MissingInput(f"{path}:{i}: not valid JSON ({e.msg})") from None
+    return out
+
+
+def write_records(path: Path, records: Iterable[BaseModel]) -> int:
+    """JSONL of pydantic records, atomically."""
+    return write_jsonl(path, (r.model_dump(mode="json") for r in records))
+
+
+def read_records[M: BaseModel](
+    path: Path, model: type[M], *, producer: str | None = None
+) -> list[M]:
+    """Typed records of a JSONL file; a missing or malformed file is one clear error naming
+    the file and the stage that writes it."""
+    made_by = (
+        f" (written by stage `{producer}`: run `litecoder {producer}` first)" if producer else ""
+    )
+    if not path.exists():
+        raise MissingInput(f"{path} does not exist{made_by}")
+    out = []
+    for i, raw in enumerate(read_jsonl(path), 1):
+        try:
+            out.append(model.model_validate(raw))
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise MissingInput(
+                f"{path}:{i}: not a {model.__name__} record ({where}: {first['msg']}){made_by}"
+            ) from None
     return out

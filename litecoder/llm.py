@@ -51,6 +51,11 @@ REASK_MESSAGE = (
 )
 # Seed offset for a re-asked raw completion (the prompt of a MAGPIE request cannot change).
 REASK_SEED_STRIDE = 1_000_003
+# What a request is, as structured metadata (JSON: stage, step, task id, ...): sent with every
+# request as an HTTP header, for tracing proxies and the offline stand-in; OpenAI-compatible
+# servers ignore it, and it is not part of the request's cache key.
+META_HEADER = "X-Litecoder-Request"
+Meta = dict[str, Any] | None
 
 
 class LLMError(Exception):
@@ -320,15 +325,21 @@ class LLMClient:
         *,
         seed: int | None = None,
         stop: Sequence[str] | None = None,
+        meta: Meta = None,
         **params: Any,
     ) -> Response:
         body = {"model": self.teacher.model, "prompt": prompt, "seed": seed, **self._params(params)}
         if stop:
             body["stop"] = list(stop)
-        return await self._call("completion", body)
+        return await self._call("completion", body, meta)
 
     async def chat(
-        self, messages: Sequence[dict[str, Any]], *, seed: int | None = None, **params: Any
+        self,
+        messages: Sequence[dict[str, Any]],
+        *,
+        seed: int | None = None,
+        meta: Meta = None,
+        **params: Any,
     ) -> Response:
         body = {
             "model": self.teacher.model,
@@ -336,7 +347,7 @@ class LLMClient:
             "seed": seed,
             **self._params(params),
         }
-        return await self._call("chat", body)
+        return await self._call("chat", body, meta)
 
     # -- validated calls with re-asks --
 
@@ -347,6 +358,7 @@ class LLMClient:
         *,
         max_reasks: int,
         seed: int | None = None,
+        meta: Meta = None,
         **params: Any,
     ) -> Outcome[T]:
         """Chat until `parse` accepts the answer; each re-ask shows the model its error."""
@@ -358,7 +370,7 @@ class LLMClient:
                     {"role": "assistant", "content": prev},
                     {"role": "user", "content": REASK_MESSAGE.format(error=err)},
                 ]
-            return self.chat(msgs, seed=seed, **params)
+            return self.chat(msgs, seed=seed, meta=meta, **params)
 
         return await self._validated(ask, parse, max_reasks)
 
@@ -369,12 +381,14 @@ class LLMClient:
         *,
         max_reasks: int,
         seed: int = 0,
+        meta: Meta = None,
         **params: Any,
     ) -> Outcome[T]:
         """Raw completion until `parse` accepts it; a re-ask can only change the seed."""
 
         def ask(failures: list[tuple[str, str]]) -> Awaitable[Response]:
-            return self.complete(prompt, seed=seed + len(failures) * REASK_SEED_STRIDE, **params)
+            s = seed + len(failures) * REASK_SEED_STRIDE
+            return self.complete(prompt, seed=s, meta=meta, **params)
 
         return await self._validated(ask, parse, max_reasks)
 
@@ -427,7 +441,7 @@ class LLMClient:
 
     # -- the one place that talks HTTP --
 
-    async def _call(self, kind: Kind, body: dict[str, Any]) -> Response:
+    async def _call(self, kind: Kind, body: dict[str, Any], meta: Meta = None) -> Response:
         body = {k: v for k, v in body.items() if v is not None}
         # Keyed on the body as it goes over the wire (extra_body fields merged in).
         key = request_key(
@@ -447,7 +461,7 @@ class LLMClient:
         fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
-            resp = await self._send(kind, body, key)
+            resp = await self._send(kind, body, key, meta)
             fut.set_result(resp)
             return resp
         except BaseException as e:
@@ -457,7 +471,7 @@ class LLMClient:
         finally:
             del self._inflight[key]
 
-    async def _send(self, kind: Kind, body: dict[str, Any], key: str) -> Response:
+    async def _send(self, kind: Kind, body: dict[str, Any], key: str, meta: Meta) -> Response:
         create = (
             self._client.completions.create
             if kind == "completion"
@@ -472,7 +486,8 @@ class LLMClient:
                     async with self._sem:
                         await self._throttle(kind, body)
                         self.usage.requests += 1
-                        result = await create(**body)
+                        headers = {META_HEADER: json.dumps(meta)} if meta else None
+                        result = await create(**body, extra_headers=headers)
                         raw = result.model_dump(mode="json")
                         if not raw.get("choices"):
                             raise EmptyChoices()

@@ -1,48 +1,245 @@
-"""The stages in order, and the one function that runs a stage for a config."""
+"""The stage contract: every stage's name, code, inputs, outputs, config sections and metrics,
+declared once. `Paths`, `dvc.yaml` (`litecoder dvc-yaml`), the missing-input errors and the
+W&B lineage all derive from these specs; nothing else names a path of the run directory.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from litecoder.config import Config
-from litecoder.context import StageContext, stage_context
-from litecoder.stages import (
-    dedup,
-    envprep,
-    evaluate,
-    filter,
-    judge,
-    report,
-    rollout,
-    sample,
-    sft,
-    train,
-)
+import yaml
+
+if TYPE_CHECKING:
+    from litecoder.config import Config
+    from litecoder.context import StageContext
 
 log = logging.getLogger(__name__)
 
-StageFn = Callable[[StageContext], dict[str, Any]]
-STAGES: dict[str, StageFn] = {
-    "sample": sample.run,
-    "judge": judge.run,
-    "dedup": dedup.run,
-    "envprep": envprep.run,
-    "rollout": rollout.run,
-    "filter": filter.run,
-    "sft": sft.run,
-    "train": train.run,
-    "evaluate": evaluate.run,
-    "report": report.run,
+
+@dataclass(frozen=True)
+class Data:
+    """A location in the run directory (the repo root under DVC, a job dir under multirun)."""
+
+    path: str  # may name a config value: ${eval.benchmark}
+    artifact: str | None = None  # W&B artifact name (lineage); None: not logged
+    kind: str = "dataset"  # W&B artifact type
+
+
+DATA: dict[str, Data] = {
+    "sampled": Data("data/tasks/sampled.jsonl", "sampled-tasks"),
+    "judged": Data("data/tasks/judged.jsonl", "judged-tasks"),
+    "accepted": Data("data/tasks/accepted.jsonl", "accepted-tasks"),
+    "duplicates": Data("data/tasks/duplicates.jsonl"),
+    "envs": Data("data/envs", "environments"),
+    "rollouts": Data("data/rollouts", "rollouts"),
+    "trajectories": Data("data/trajectories", "trajectories"),
+    "sft": Data("data/sft", "sft-dataset"),
+    "models": Data("models", "checkpoint", "model"),
+    "train_loss": Data("plots/train_loss.csv"),
+    "results": Data("results/${eval.benchmark}", "eval-results", "results"),
+    "scores": Data("results/${eval.benchmark}.json"),
+    "reports": Data("reports", "report", "report"),
+    "funnel": Data("plots/funnel.csv"),
+    "funnel_metrics": Data("metrics/funnel.json"),
+}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    run: str  # "module:function", imported when the stage runs
+    reads: tuple[str, ...]  # DATA names
+    writes: tuple[str, ...]  # DATA names (DVC outs)
+    params: tuple[str, ...]  # config sections
+    code: tuple[str, ...]  # source files/packages whose change re-runs the stage
+    metrics: tuple[str, ...] = ()  # DATA names of metrics files besides metrics/<stage>.json
+    plots: tuple[str, ...] = ()  # DATA names
+    reads_metrics: tuple[str, ...] = ()  # stages whose metrics/<stage>.json it reads
+
+    @property
+    def metrics_file(self) -> str:
+        return f"metrics/{self.name}.json"
+
+    def function(self) -> Callable[[StageContext], dict[str, Any]]:
+        module, _, fn = self.run.partition(":")
+        run: Callable[[StageContext], dict[str, Any]] = getattr(importlib.import_module(module), fn)
+        return run
+
+
+def _stage(name: str, *code: str, **kw: Any) -> StageSpec:
+    own = f"litecoder/stages/{name}.py"
+    return StageSpec(name=name, run=f"litecoder.stages.{name}:run", code=(own, *code), **kw)
+
+
+STAGES: dict[str, StageSpec] = {
+    s.name: s
+    for s in (
+        _stage(
+            "sample", reads=(), writes=("sampled",), params=("taxonomy", "models.sample", "sampler")
+        ),
+        _stage("judge", reads=("sampled",), writes=("judged",), params=("models.judge", "judge")),
+        _stage("dedup", reads=("judged",), writes=("accepted", "duplicates"), params=("dedup",)),
+        _stage(
+            "envprep",
+            "litecoder/envprep",
+            "litecoder/harbor",
+            "litecoder/sandbox",
+            reads=("accepted",),
+            writes=("envs",),
+            params=("models.agent", "envprep", "security"),
+        ),
+        _stage(
+            "rollout",
+            "litecoder/harbor",
+            "litecoder/sandbox",
+            reads=("envs",),
+            writes=("rollouts",),
+            params=("models.agent", "rollout", "security"),
+        ),
+        _stage(
+            "filter",
+            "litecoder/filters",
+            "litecoder/trajectory",
+            reads=("rollouts", "envs"),
+            writes=("trajectories",),
+            params=("filter",),
+        ),
+        _stage(
+            "sft", "litecoder/trajectory", reads=("trajectories",), writes=("sft",), params=("sft",)
+        ),
+        _stage(
+            "train",
+            "litecoder/train_env",
+            reads=("sft",),
+            writes=("models",),
+            params=("train",),
+            plots=("train_loss",),
+        ),
+        _stage(
+            "evaluate",
+            "litecoder/serve.py",
+            "litecoder/harbor",
+            reads=("models", "envs"),
+            writes=("results",),
+            params=("eval", "security"),
+            metrics=("scores",),
+        ),
+        _stage(
+            "report",
+            reads=("sft", "train_loss", "scores"),
+            writes=("reports",),
+            params=("experiment", "eval.benchmark", "report"),
+            metrics=("funnel_metrics",),
+            plots=("funnel",),
+            reads_metrics=(
+                "sample",
+                "judge",
+                "dedup",
+                "envprep",
+                "rollout",
+                "filter",
+                "sft",
+                "train",
+                "evaluate",
+            ),
+        ),
+    )
 }
 ORDER = list(STAGES)
 
 
+def producer(name: str) -> str | None:
+    """The stage that writes a DATA location (or a metrics file)."""
+    for s in STAGES.values():
+        if name in s.writes or name in s.metrics or name in s.plots or name == s.metrics_file:
+            return s.name
+    return None
+
+
+def resolve(path: str, cfg: Config | None) -> str:
+    """A DATA path with its config references filled in."""
+    if "${eval.benchmark}" in path:
+        if cfg is None:
+            raise ValueError(f"{path} needs a config")
+        path = path.replace("${eval.benchmark}", cfg.eval.benchmark)
+    return path
+
+
+class Paths:
+    """The files of one run, relative to its working directory."""
+
+    def __init__(self, workdir: Path, cfg: Config | None = None):
+        self.workdir = workdir
+        self.cfg = cfg
+
+    def __getattr__(self, name: str) -> Path:
+        if name in DATA:
+            return self.workdir / resolve(DATA[name].path, self.cfg)
+        raise AttributeError(name)
+
+    def metrics(self, stage: str) -> Path:
+        return self.workdir / STAGES[stage].metrics_file
+
+
+# --- dvc.yaml ---------------------------------------------------------------------------------
+
+DVC_HEADER = """\
+# Generated by `litecoder dvc-yaml` from the stage specs in litecoder/pipeline.py: edit those,
+# not this file (tests/test_pipeline_dvc.py fails when the two differ). Each stage runs
+# `litecoder <stage> --params params.yaml`; params.yaml is composed from conf/ by DVC's Hydra
+# integration and committed, so plain `dvc repro` reproduces. A stage re-runs when its code,
+# its inputs or the config sections it reads change.
+"""
+
+
+def dvc_yaml() -> str:
+    stages: dict[str, Any] = {}
+    for s in STAGES.values():
+        deps = [DATA[r].path for r in s.reads]
+        deps += [STAGES[m].metrics_file for m in s.reads_metrics]
+        entry: dict[str, Any] = {"cmd": f"litecoder {s.name} --params params.yaml"}
+        entry["deps"] = [*s.code, *deps]
+        entry["params"] = list(s.params)
+        entry["outs"] = [DATA[w].path for w in s.writes]
+        entry["metrics"] = [
+            {p: {"cache": False}} for p in (s.metrics_file, *(DATA[m].path for m in s.metrics))
+        ]
+        if s.plots:
+            entry["plots"] = [{DATA[p].path: {"cache": False}} for p in s.plots]
+        stages[s.name] = entry
+    plots = [
+        {
+            "Training loss": {
+                "template": "linear",
+                "x": "step",
+                "y": {DATA["train_loss"].path: "loss"},
+            }
+        },
+        {
+            "Funnel": {
+                "template": "bar_horizontal_sorted",
+                "x": "count",
+                "y": {DATA["funnel"].path: "stage"},
+            }
+        },
+    ]
+    body = yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False, width=100)
+    return DVC_HEADER + body
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
 def run_stage(name: str, cfg: Config, *, root: Path, workdir: Path) -> dict[str, Any]:
+    from litecoder.context import stage_context
+
     log.info("stage %s (experiment %s) in %s", name, cfg.experiment.name, workdir)
     with stage_context(cfg, root, workdir) as ctx:
-        metrics = STAGES[name](ctx)
+        metrics = STAGES[name].function()(ctx)
     log.info("stage %s done in %.1fs", name, metrics.get("duration_s", 0.0))
     return metrics

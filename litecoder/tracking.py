@@ -84,7 +84,9 @@ class StageRun:
 
     @property
     def metrics_path(self) -> Path:
-        return self.workdir / "metrics" / f"{self.stage}.json"
+        from litecoder.pipeline import Paths
+
+        return Paths(self.workdir).metrics(self.stage)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -117,44 +119,6 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# What each stage reads and writes, as W&B artifacts that reference the DVC-tracked files
-# (file:// URIs; nothing is uploaded): (name, type, path relative to the run dir).
-Artifact = tuple[str, str, str]
-STAGE_IO: dict[str, tuple[list[Artifact], list[Artifact]]] = {
-    "sample": ([], [("sampled-tasks", "dataset", "data/tasks/sampled.jsonl")]),
-    "judge": (
-        [("sampled-tasks", "dataset", "data/tasks/sampled.jsonl")],
-        [("judged-tasks", "dataset", "data/tasks/judged.jsonl")],
-    ),
-    "dedup": (
-        [("judged-tasks", "dataset", "data/tasks/judged.jsonl")],
-        [("accepted-tasks", "dataset", "data/tasks/accepted.jsonl")],
-    ),
-    "envprep": (
-        [("accepted-tasks", "dataset", "data/tasks/accepted.jsonl")],
-        [("environments", "dataset", "data/envs")],
-    ),
-    "rollout": (
-        [("environments", "dataset", "data/envs")],
-        [("rollouts", "dataset", "data/rollouts")],
-    ),
-    "filter": (
-        [("rollouts", "dataset", "data/rollouts")],
-        [("trajectories", "dataset", "data/trajectories")],
-    ),
-    "sft": (
-        [("trajectories", "dataset", "data/trajectories")],
-        [("sft-dataset", "dataset", "data/sft")],
-    ),
-    "train": ([("sft-dataset", "dataset", "data/sft")], [("checkpoint", "model", "models")]),
-    "evaluate": (
-        [("checkpoint", "model", "models"), ("environments", "dataset", "data/envs")],
-        [("eval-results", "results", "results")],
-    ),
-    "report": ([("eval-results", "results", "results")], [("report", "report", "reports")]),
-}
-
-
 def _artifact(wandb: Any, group: str, name: str, kind: str, path: Path, **meta: Any) -> Any:
     art = wandb.Artifact(f"{group}-{name}".replace("/", "-"), type=kind, metadata=meta)
     # Checksums for files; directories (checkpoints) are referenced by path only.
@@ -165,8 +129,20 @@ def _artifact(wandb: Any, group: str, name: str, kind: str, path: Path, **meta: 
 def log_artifacts(wandb: Any, run: Any, cfg: Config, stage: str, workdir: Path) -> None:
     """Lineage from tasks to scores: online runs `use` their inputs and `log` their outputs;
     offline W&B refuses use_artifact, so the inputs are named in the outputs' metadata."""
+    from litecoder.pipeline import DATA, STAGES, resolve
+
     group = cfg.tracking.group or cfg.experiment.name
-    inputs, outputs = STAGE_IO.get(stage, ([], []))
+    spec = STAGES.get(stage)
+
+    def logged(names: tuple[str, ...]) -> list[tuple[str, str, str]]:
+        return [
+            (d.artifact, d.kind, resolve(d.path, cfg))
+            for d in (DATA[n] for n in names)
+            if d.artifact
+        ]
+
+    inputs = logged(spec.reads) if spec else []
+    outputs = logged(spec.writes) if spec else []
     used = []
     for name, kind, rel in inputs:
         path = workdir / rel
@@ -215,9 +191,9 @@ def log_wandb(
         log_artifacts(wandb, run, cfg, stage, workdir)
         if rows and t.sample_rows:
             rows = rows[: t.sample_rows]
-            cols = sorted({k for r in rows for k in r})
+            cols: list[str | int] = sorted({k for r in rows for k in r})
             table = wandb.Table(
-                columns=cols, data=[[str(r.get(c, "")) for c in cols] for r in rows]
+                columns=cols, data=[[str(r.get(str(c), "")) for c in cols] for r in rows]
             )
             run.log({f"{stage}/samples": table})
         for title, path in (images or {}).items():
@@ -257,7 +233,7 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
             data, pending = pending + data, b""
         if kind not in (1, 4):
             continue
-        rec = pb.Record()
+        rec = pb.Record()  # type: ignore[attr-defined]
         rec.ParseFromString(data)
         which = rec.WhichOneof("record_type")
         if which == "run":

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from litecoder.config import Config, compose, validate
-from litecoder.offline import StandIn
+from litecoder.standin import StandIn
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -41,12 +41,13 @@ def compose_cfg(*overrides: str, base_url: str | None = None, check_env: bool = 
 
 
 def make_project(dst: Path, *, git: bool = True) -> Path:
-    """A copy of the project's experiment files (conf, dvc.yaml, params.yaml) as a fresh repo."""
+    """A copy of the project's experiment files (conf, dvc.yaml, params.yaml, and the code the
+    stages depend on) as a fresh repo."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in ("conf", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+    for name in ("conf", "litecoder", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(src, dst / name)
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst / name)
     if git:

@@ -20,10 +20,10 @@ from litecoder.envprep.capture import capture_state
 from litecoder.envprep.prepare import split
 from litecoder.harbor.taskdir import check_copy_sources, check_task_toml, render_dockerfile
 from litecoder.io import read_jsonl, write_jsonl
-from litecoder.offline import StandIn
-from litecoder.offline import scenarios as S
-from litecoder.offline.server import MODEL_ID
 from litecoder.sandbox import Limits, Sandbox, build_image, docker_client, labels
+from litecoder.standin import StandIn
+from litecoder.standin import library as S
+from litecoder.standin.server import MODEL_ID
 from tests.conftest import (
     compose_cfg,
     litecoder_leftovers,
@@ -141,9 +141,9 @@ FAST = [
 
 
 def test_failures_are_recorded_and_the_stage_goes_on(tmp_path: Path) -> None:
-    by_id = {s.id: s for s in S.FAULTY}
+    by_id = S.scenarios()
     scen = [
-        S.DS_CSV,
+        S.by_id("ds_csv_clean"),
         by_id["verifier_passes_at_start"],
         by_id["solution_fails"],
         *(
@@ -208,7 +208,7 @@ def test_hostile_setup_commands_are_contained_and_recorded(tmp_path: Path) -> No
     (canary / "keep.txt").write_text("host\n")
     before = _canary()
     free_before = shutil.disk_usage("/").free
-    by_id = {s.id: s for s in S.FAULTY}
+    by_id = S.scenarios()
     names = [
         "escape_disk_fill",
         "hostile_output_flood",
@@ -254,7 +254,7 @@ def test_hostile_setup_commands_are_contained_and_recorded(tmp_path: Path) -> No
 
 
 def test_agent_written_compose_file_never_lands(tmp_path: Path) -> None:
-    by_id = {s.id: s for s in S.FAULTY}
+    by_id = S.scenarios()
     project = _project_with_tasks(tmp_path, [by_id["hostile_compose"]])
     run(["litecoder", "envprep", "envprep.mode=dockerfile", *FAST], project, timeout=900)
     out = read_jsonl(project / "data/envs/outcomes.jsonl")[0]
@@ -269,9 +269,9 @@ def test_agent_written_compose_file_never_lands(tmp_path: Path) -> None:
 
 
 def test_dockerfile_mode_catches_missing_copy_sources_and_failing_builds(tmp_path: Path) -> None:
-    by_id = {s.id: s for s in S.FAULTY}
+    by_id = S.scenarios()
     project = _project_with_tasks(
-        tmp_path, [S.SA_CLEANUP, by_id["broken_copy"], by_id["broken_build"]]
+        tmp_path, [S.by_id("sa_cache_cleanup"), by_id["broken_copy"], by_id["broken_build"]]
     )
     run(["litecoder", "envprep", "envprep.mode=dockerfile", *FAST], project, timeout=900)
     failed = {f["task_id"]: f for f in read_jsonl(project / "data/envs/failed.jsonl")}
@@ -291,7 +291,15 @@ def test_dockerfile_mode_catches_missing_copy_sources_and_failing_builds(tmp_pat
 
 
 def test_killed_envprep_resumes_without_repeating_work(tmp_path: Path) -> None:
-    project = _project_with_tasks(tmp_path, [S.ML_METRICS, S.NET_PORTS, S.SEC_SUMS, S.BT_ZIPAPP])
+    project = _project_with_tasks(
+        tmp_path,
+        [
+            S.by_id("ml_metrics"),
+            S.by_id("net_port_conflict"),
+            S.by_id("sec_checksums"),
+            S.by_id("bt_zipapp"),
+        ],
+    )
     with StandIn() as server:
         point_offline_teacher(project, server.base_url)
         cmd = [

@@ -13,7 +13,7 @@ import pytest
 
 from litecoder.config import Limits, Magpie, Price, Teacher
 from litecoder.llm import LLMClient, LLMError, ResponseCache, Usage, parse_json_object
-from litecoder.offline import StandIn
+from litecoder.standin import StandIn
 from tests.loopback_api import ScriptedAPI
 
 
@@ -39,11 +39,13 @@ def test_completion_chat_and_cache(stand_in: StandIn, tmp_path: Path) -> None:
     usage = Usage()
 
     async def go() -> tuple[Any, ...]:
+        meta = {"stage": "sample", "domain": "version_control"}
         async with client(teacher(stand_in.base_url), cache, usage) as c:
-            a = await c.complete("You are an expert in version control. <u>", seed=0)
-            b = await c.chat([{"role": "user", "content": "hi"}], seed=1)
-            a2 = await c.complete("You are an expert in version control. <u>", seed=0)
-            a3 = await c.complete("You are an expert in version control. <u>", seed=1)
+            a = await c.complete("<u>any prompt wording", seed=0, meta=meta)
+            b = await c.chat([{"role": "user", "content": "hi"}], seed=1, meta=meta)
+            # The metadata is not part of the request: the same request is a cache hit.
+            a2 = await c.complete("<u>any prompt wording", seed=0, meta={"stage": "other"})
+            a3 = await c.complete("<u>any prompt wording", seed=1, meta=meta)
             return a, b, a2, a3
 
     before = stand_in.stats()["answered"]
@@ -54,6 +56,29 @@ def test_completion_chat_and_cache(stand_in: StandIn, tmp_path: Path) -> None:
     assert a3.key != a.key  # the seed is part of the request
     assert stand_in.stats()["answered"] - before == 3
     assert usage.calls == 3 and usage.cache_hits == 1 and usage.prompt_tokens > 0
+
+
+def test_stand_in_answers_only_requests_that_say_what_they_are(stand_in: StandIn) -> None:
+    async def go() -> Any:
+        async with client(teacher(stand_in.base_url)) as c:
+            return await c.chat([{"role": "user", "content": "hi"}])
+
+    with pytest.raises(LLMError, match=r"HTTP 400.*X-Litecoder-Request"):
+        asyncio.run(go())
+
+
+def test_request_metadata_travels_as_a_header() -> None:
+    import json
+
+    with ScriptedAPI() as api:
+
+        async def go() -> None:
+            async with client(teacher(api.base_url)) as c:
+                await c.chat([{"role": "user", "content": "x"}], meta={"stage": "judge"})
+
+        asyncio.run(go())
+    headers = {k.lower(): v for k, v in api.headers[0].items()}
+    assert json.loads(headers["x-litecoder-request"]) == {"stage": "judge"}
 
 
 def test_retry_after_is_honoured() -> None:
@@ -207,7 +232,7 @@ def test_parse_json_object() -> None:
 
 async def _complete(t: Teacher, usage: Usage | None = None) -> Any:
     async with client(t, usage=usage) as c:
-        return await c.complete("prompt", seed=1)
+        return await c.complete("prompt", seed=1, meta={"stage": "sample"})
 
 
 async def _chat_validated(t: Teacher, usage: Usage, max_reasks: int) -> Any:

@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 from litecoder.io import read_jsonl
-from litecoder.offline import StandIn
-from tests.conftest import make_project, point_offline_teacher, run
+from litecoder.standin import StandIn
+from tests.conftest import REPO, make_project, point_offline_teacher, run
 
 
 def git_init(project: Path) -> None:
@@ -88,6 +88,17 @@ def test_dvc_repro_is_incremental_and_shares_the_cache(tmp_path: Path) -> None:
         shown = run(["dvc", "exp", "show", "--json"], project).stdout
         assert "judge.criteria.clarity.threshold" in shown or '"threshold": 5' in shown
 
+        # 4. changing a stage's code re-runs that stage, nothing before it; what follows re-runs
+        # only if the stage's output changed (here it does not)
+        commit(project, "thresholds")
+        code = project / "litecoder/stages/judge.py"
+        code.write_text(code.read_text() + "\n# a change to the judge stage's code\n")
+        r = run(["dvc", "repro", "dedup"], project)
+        out = r.stdout + r.stderr
+        assert "Running stage 'judge'" in out and "Running stage 'sample'" not in out
+        assert "Stage 'dedup' didn't change" in out
+        assert counts(server) == first
+
 
 def test_multirun_two_thresholds_share_the_cache(tmp_path: Path) -> None:
     with StandIn() as server:
@@ -114,6 +125,13 @@ def test_multirun_two_thresholds_share_the_cache(tmp_path: Path) -> None:
         assert len(set(accepted.values())) > 1, accepted
         # Four jobs, but each distinct request was paid for once.
         assert counts(server) == {"completion": 14, "chat": 14}
+    sweep = jobs[0].parent
+    (sweep / "compare.csv").unlink()  # written by the sweep's callback: `compare` makes it anew
+    r = run(["litecoder", "compare", str(sweep)], project)
+    assert r.returncode == 0 and "member" in r.stdout
+    rows = (sweep / "compare.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(jobs) and all(any(j.name in r for r in rows) for j in jobs)
+    assert "judge.criteria.safety.threshold" in rows[1]
 
 
 def test_sample_killed_halfway_repeats_no_finished_request(tmp_path: Path) -> None:
@@ -154,3 +172,43 @@ def test_sample_killed_halfway_repeats_no_finished_request(tmp_path: Path) -> No
         assert stats["answered"] <= 40 + 2
         metrics = json.loads((project / "metrics/sample.json").read_text())
         assert metrics["llm"]["total"]["cache_hits"] >= len(finished)
+
+
+def test_dvc_yaml_is_generated_from_the_stage_specs() -> None:
+    from litecoder.pipeline import DATA, STAGES, dvc_yaml
+
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(), "run `litecoder dvc-yaml`"
+    stages = yaml.safe_load(dvc_yaml())["stages"]
+    for name, spec in STAGES.items():
+        entry = stages[name]
+        assert f"litecoder/stages/{name}.py" in entry["deps"]  # its own code
+        assert all((REPO / c).exists() for c in spec.code)
+        assert entry["outs"] == [DATA[w].path for w in spec.writes]
+    # Every input of a stage is written by an earlier stage.
+    written: set[str] = set()
+    for name, entry in stages.items():
+        for dep in entry["deps"]:
+            if not dep.startswith("litecoder/"):
+                assert dep in written, (name, dep)
+        written |= set(entry["outs"]) | {next(iter(m)) for m in entry["metrics"]}
+        written |= {next(iter(p)) for p in entry.get("plots", [])}
+    r = run(["litecoder", "dvc-yaml", "--check"], REPO)
+    assert "up to date" in r.stdout
+
+
+def test_every_command_the_readme_names_has_help() -> None:
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    code = "\n".join(re.findall(r"```(?:bash)?\n(.*?)```", readme, re.S))
+    named = set(re.findall(r"^\s*(?:\$ )?litecoder ([a-z][a-z-]+)", code, re.M))
+    named |= set(re.findall(r"`litecoder ([a-z][a-z-]+)", readme))
+    from litecoder.cli import COMMANDS
+
+    assert named <= set(COMMANDS), named - set(COMMANDS)
+    assert {"compare", "clean", "run", "params", "dvc-yaml"} <= named
+    for cmd in sorted(named):
+        r = run(["litecoder", cmd, "--help"], REPO)
+        assert r.returncode == 0 and "usage:" in r.stdout.lower(), cmd
+    r = run(["litecoder", "no-such-command"], REPO, check=False)
+    assert r.returncode == 2 and "unknown command" in r.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from litecoder.io import read_jsonl
-from litecoder.offline import StandIn
+from litecoder.standin import StandIn
 from litecoder.tracking import read_offline_run
 from tests.conftest import make_project, run
 

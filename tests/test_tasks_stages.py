@@ -8,10 +8,11 @@ import pytest
 
 from litecoder.config import Dedup
 from litecoder.io import read_jsonl
-from litecoder.offline import StandIn
 from litecoder.pipeline import run_stage
+from litecoder.records import JudgedTask
 from litecoder.stages.dedup import dedup
 from litecoder.stages.sample import allocate
+from litecoder.standin import StandIn
 from tests.conftest import compose_cfg
 
 
@@ -120,30 +121,42 @@ def test_allocate() -> None:
     assert sum(allocate({str(i): 1.0 for i in range(7)}, 100).values()) == 100
 
 
+def _judged(id: str, task: str) -> JudgedTask:
+    return JudgedTask(
+        id=id,
+        domain="d",
+        subtopic="s",
+        task=task,
+        teacher="t",
+        model="m",
+        mode="chat",
+        template="chat",
+        seed=0,
+        outcome="ok",
+        accepted=True,
+    )
+
+
 def test_dedup_rules() -> None:
     base = (
         "Resolve the merge conflict in /app/repo between main and feature so both options "
         "work and commit."
     )
     recs = [
-        {"id": "a", "task": base},
-        {
-            "id": "b",
-            "task": "  " + base.upper().replace(" ", "\n ") + " ",
-        },  # exact after normalising
-        {"id": "c", "task": base.replace("commit.", "commit the merge.")},  # near
-        {
-            "id": "d",
-            "task": "Write a Makefile with build, test and clean targets for the project in /src.",
-        },
+        _judged("a", base),
+        _judged("b", "  " + base.upper().replace(" ", "\n ") + " "),  # exact after normalising
+        _judged("c", base.replace("commit.", "commit the merge.")),  # near
+        _judged(
+            "d", "Write a Makefile with build, test and clean targets for the project in /src."
+        ),
     ]
     kept, removed = dedup(recs, Dedup(threshold=0.6))
-    assert [r["id"] for r in kept] == ["a", "d"]
-    assert {(r["id"], r["duplicate_of"], r["dedup"]) for r in removed} == {
+    assert [r.id for r in kept] == ["a", "d"]
+    assert {(r.id, r.duplicate_of, r.dedup) for r in removed} == {
         ("b", "a", "exact"),
         ("c", "a", "near"),
     }
     kept, removed = dedup(recs, Dedup(near=False))
-    assert [r["id"] for r in kept] == ["a", "c", "d"]
+    assert [r.id for r in kept] == ["a", "c", "d"]
     kept, _ = dedup(recs, Dedup(threshold=0.95))
-    assert "c" in [r["id"] for r in kept]
+    assert "c" in [r.id for r in kept]

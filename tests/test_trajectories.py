@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from litecoder.config import RolloutAgent
+from litecoder.filters import judge_trial
 from litecoder.harbor import runner
 from litecoder.io import read_jsonl
-from litecoder.offline import StandIn
-from litecoder.stages.filter import judge_trial, read_trials
+from litecoder.stages.filter import read_trials
 from litecoder.stages.rollout import assign, job_config
+from litecoder.standin import StandIn
 from litecoder.trajectory import FORMATS, Trajectory, load_atif, read_commands, render
 from tests.conftest import (
     compose_cfg,
@@ -66,7 +67,7 @@ def test_every_trial_is_kept_or_rejected_with_reasons(smoke: Path) -> None:
     )
     assert kept and all(r["reward"] == 1.0 for r in kept)
     assert all(r["reasons"] and r["failure"] in ("infra", "agent", "quality") for r in rejected)
-    rules = {reason.split(":")[0] for r in rejected for reason in r["reasons"]}
+    rules = {reason["rule"] for r in rejected for reason in r["reasons"]}  # structured
     assert {"loop", "reward", "duplicate"} <= rules
 
 
@@ -80,7 +81,8 @@ def test_sft_dataset_loads_and_the_funnel_adds_up(smoke: Path) -> None:
     for r in rows:
         roles = [m["role"] for m in r["messages"]]
         assert roles[-1] == "assistant" and set(roles) <= {"system", "user", "assistant", "tool"}
-    assert (smoke / "data/sft/README.md").read_text().count("| **total** |") == 1
+    assert "reports/smoke.md" in (smoke / "data/sft/README.md").read_text()  # the funnel
+    assert (smoke / "reports/smoke.md").read_text().count("\n| total |") == 1
     wm = read_jsonl(smoke / "data/sft/world_model.jsonl")
     assert wm and all(w["messages"][-1]["role"] == "assistant" for w in wm)
     fun = json.loads((smoke / "metrics/funnel.json").read_text())["total"]
@@ -191,7 +193,8 @@ def _judged(root: Path, *overrides: str) -> dict[str, list[tuple[str, list[str]]
     for result, traj, _ in read_trials(root / "jobs", root / "envs"):
         model = result.config.agent.model_name
         key = ("broken:" if result.task_name == "t-broken-env" else "") + model.rsplit("@", 1)[1]
-        out.setdefault(key, []).append(judge_trial(result, traj, cfg, seen))
+        kind, reasons = judge_trial(result, traj, cfg, seen)
+        out.setdefault(key, []).append((kind, [str(r) for r in reasons]))
     return out
 
 

@@ -117,6 +117,7 @@ async def run_agent(
     executor: Executor,
     *,
     seed: int | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> AgentResult:
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system},
@@ -130,6 +131,7 @@ async def run_agent(
             parse_turn,
             max_reasks=settings.max_reasks,
             seed=seed,
+            meta={**(meta or {}), "turn": turn_no},
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
         )

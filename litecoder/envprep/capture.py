@@ -32,15 +32,6 @@ class CaptureReport(BaseModel):
     empty_dirs: list[str] = Field(default_factory=list)
     refused: list[dict[str, str]] = Field(default_factory=list)
 
-    def dockerfile_state(self) -> dict[str, object]:
-        """What `render_dockerfile` needs."""
-        return {
-            "has_files": self.has_files,
-            "deleted": self.deleted,
-            "owners": self.owners,
-            "empty_dirs": self.empty_dirs,
-        }
-
 
 def excluded(path: str, cap: Capture) -> bool:
     p = PurePosixPath(path)

@@ -13,6 +13,7 @@ from litecoder.config import Config
 from litecoder.envprep.agent import AgentResult, run_agent
 from litecoder.harbor.runner import Security
 from litecoder.llm import LLMClient
+from litecoder.records import EnvOutcome
 from litecoder.sandbox import BuildLimits, Limits, Sandbox, labels
 
 
@@ -29,40 +30,6 @@ class Refined(BaseModel):
     tags: list[str] = Field(default_factory=list)
     expert_time_estimate_min: float | None = None
     junior_time_estimate_min: float | None = None
-
-
-class Timings(BaseModel):
-    llm_s: float = 0.0
-    build_s: float = 0.0
-    commands_s: float = 0.0
-    validation_s: float = 0.0
-    total_s: float = 0.0
-
-    def add_agent(self, r: AgentResult) -> None:
-        self.llm_s += r.llm_s
-        self.commands_s += r.command_s
-
-
-class EnvOutcome(BaseModel):
-    """One accepted task's end in envprep: a validated environment or the step that failed."""
-
-    task_id: str
-    domain: str
-    status: str = "failed"  # ok | failed
-    step: str | None = None
-    reason: str | None = None
-    checks: dict[str, Any] = Field(default_factory=dict)
-    timings: Timings = Field(default_factory=Timings)
-    tokens: dict[str, int] = Field(default_factory=lambda: {"prompt": 0, "completion": 0})
-    # What the sandbox refused to copy out of the setup container (path + reason), and what it
-    # had to do to the agent's commands (stray processes stopped, output cut).
-    capture_refused: list[dict[str, str]] = Field(default_factory=list)
-    sandbox_events: list[str] = Field(default_factory=list)
-
-    def record(self) -> dict[str, Any]:
-        d = self.model_dump(mode="json")
-        d["timings"] = {k: round(v, 3) for k, v in d["timings"].items()}
-        return d
 
 
 @dataclass
@@ -111,11 +78,25 @@ class EnvprepContext:
         return sp.system.format(**fields) + "\n\n" + actions, sp.user.format(**fields)
 
     async def agent_step(
-        self, step: str, prompt_key: str, executor: Any, out: EnvOutcome, **fields: Any
+        self,
+        step: str,
+        prompt_key: str,
+        executor: Any,
+        out: EnvOutcome,
+        task_id: str,
+        **fields: Any,
     ) -> AgentResult:
         system, user = self.prompt(prompt_key, **fields)
-        res = await run_agent(self.client, self.cfg.envprep.agent, system, user, executor)
-        out.timings.add_agent(res)
+        meta = {
+            "stage": "envprep",
+            "step": prompt_key,
+            "task_id": task_id,
+            "base_image": self.cfg.envprep.base_image.name,
+        }
+        agent = self.cfg.envprep.agent
+        res = await run_agent(self.client, agent, system, user, executor, meta=meta)
+        out.timings.llm_s += res.llm_s
+        out.timings.commands_s += res.command_s
         out.tokens["prompt"] += res.prompt_tokens
         out.tokens["completion"] += res.completion_tokens
         out.sandbox_events += [f"{step}: {e}" for e in res.sandbox_events]

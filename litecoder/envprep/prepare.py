@@ -19,19 +19,20 @@ from litecoder.envprep import steps
 from litecoder.envprep.core import EnvOutcome, EnvprepContext, StepFailed
 from litecoder.envprep.validate import build, validate
 from litecoder.io import write_json, write_text
+from litecoder.records import JudgedTask
 from litecoder.sandbox import SandboxError
 
 log = logging.getLogger(__name__)
 VERSION = 3  # bump when the stage's output format changes: invalidates the work area
 
 
-def fingerprint(cfg: Config, task: dict[str, Any]) -> str:
+def fingerprint(cfg: Config, task: JudgedTask) -> str:
     agent = cfg.teacher("agent").model_dump(
         exclude={"limits", "base_url", "timeout_s", "max_retries"}
     )
     payload = {
         "v": VERSION,
-        "task": {k: task[k] for k in ("id", "domain", "subtopic", "task")},
+        "task": task.model_dump(include={"id", "domain", "subtopic", "task"}),
         "envprep": cfg.envprep.model_dump(
             exclude={"concurrency", "heldout_fraction", "keep_images"}
         ),
@@ -52,9 +53,9 @@ def split(ok_ids: list[str], fraction: float) -> dict[str, list[str]]:
 
 
 async def _steps(
-    ep: EnvprepContext, task: dict[str, Any], fp: str, task_dir: Path, out: EnvOutcome
+    ep: EnvprepContext, task: JudgedTask, fp: str, task_dir: Path, out: EnvOutcome
 ) -> None:
-    task_id = task["id"]
+    task_id = task.id
     refined = await steps.refine(ep, task, out)
     write_text(task_dir / "instruction.md", refined.instruction.strip() + "\n")
     await steps.setup(ep, task_id, refined, task_dir / "environment", out)
@@ -76,8 +77,8 @@ def _remove_image(docker: Any, image: str) -> None:
         log.debug("could not remove %s: %s", image, e)
 
 
-async def prepare(ep: EnvprepContext, task: dict[str, Any], fp: str) -> EnvOutcome:
-    out = EnvOutcome(task_id=task["id"], domain=task["domain"])
+async def prepare(ep: EnvprepContext, task: JudgedTask, fp: str) -> EnvOutcome:
+    out = EnvOutcome(task_id=task.id, domain=task.domain)
     tmp = ep.work / f".tmp-{fp}-{uuid.uuid4().hex[:6]}"
     start = time.monotonic()
     timeout = ep.cfg.envprep.sandbox.task_timeout_s
@@ -92,7 +93,7 @@ async def prepare(ep: EnvprepContext, task: dict[str, Any], fp: str) -> EnvOutco
     except SandboxError as e:
         out.step, out.reason = "sandbox", str(e)
     except Exception as e:  # one task's bug must not take the stage down
-        log.exception("envprep of %s crashed", task["id"])
+        log.exception("envprep of %s crashed", task.id)
         out.step, out.reason = "internal", f"{type(e).__name__}: {e}"
     out.timings.total_s = time.monotonic() - start
     # Commit: the work entry appears whole or not at all.
@@ -104,12 +105,10 @@ async def prepare(ep: EnvprepContext, task: dict[str, Any], fp: str) -> EnvOutco
     return out
 
 
-async def prepare_all(
-    ep: EnvprepContext, tasks: list[dict[str, Any]], bar: Any
-) -> list[EnvOutcome]:
+async def prepare_all(ep: EnvprepContext, tasks: list[JudgedTask], bar: Any) -> list[EnvOutcome]:
     sem = asyncio.Semaphore(ep.cfg.envprep.concurrency)
 
-    async def one(task: dict[str, Any]) -> EnvOutcome:
+    async def one(task: JudgedTask) -> EnvOutcome:
         fp = fingerprint(ep.cfg, task)
         done = ep.work / fp / "outcome.json"
         if done.exists():  # finished before (this run was resumed)
@@ -120,7 +119,7 @@ async def prepare_all(
         bar.advance()
         log.info(
             "%s %s%s",
-            task["id"],
+            task.id,
             outcome.status,
             f" ({outcome.step}: {outcome.reason})" if outcome.reason else "",
         )

@@ -26,21 +26,23 @@ from litecoder.harbor import compose
 from litecoder.harbor.taskdir import render_dockerfile, task_toml
 from litecoder.io import write_text
 from litecoder.llm import parse_json_object
+from litecoder.records import JudgedTask
 
 
-async def refine(ep: EnvprepContext, task: dict[str, Any], out: EnvOutcome) -> Refined:
+async def refine(ep: EnvprepContext, task: JudgedTask, out: EnvOutcome) -> Refined:
     if "refine" not in ep.cfg.envprep.steps:
-        return Refined(instruction=task["task"], category=task["domain"])
+        return Refined(instruction=task.task or "", category=task.domain)
     p = ep.cfg.envprep.prompts.refine
     msgs = [
         {"role": "system", "content": p.system},
-        {"role": "user", "content": p.user.format(domain=task["domain"], task=task["task"])},
+        {"role": "user", "content": p.user.format(domain=task.domain, task=task.task)},
     ]
     t0 = time.monotonic()
     res = await ep.client.chat_validated(
         msgs,
         lambda t: Refined.model_validate(parse_json_object(t)),
         max_reasks=ep.cfg.envprep.agent.max_reasks,
+        meta={"stage": "envprep", "step": "refine", "task_id": task.id},
         temperature=ep.cfg.envprep.agent.temperature,
         max_tokens=ep.cfg.envprep.agent.max_tokens,
     )
@@ -68,6 +70,7 @@ async def setup(
                 "setup_container",
                 ContainerExecutor(sb),
                 out,
+                task_id,
                 instruction=refined.instruction,
             )
             t0 = time.monotonic()
@@ -79,12 +82,19 @@ async def setup(
             out.capture_refused = state.refused
             write_text(
                 env_dir / "Dockerfile",
-                render_dockerfile(e.base_image, workdir=e.task.workdir, **state.dockerfile_state()),
+                render_dockerfile(
+                    e.base_image,
+                    workdir=e.task.workdir,
+                    has_files=state.has_files,
+                    deleted=state.deleted,
+                    owners=state.owners,
+                    empty_dirs=state.empty_dirs,
+                ),
             )
         else:
             executor = TaskDirExecutor(env_dir.parent, "environment", sb, mirror=None)
             await ep.agent_step(
-                "setup", "setup_dockerfile", executor, out, instruction=refined.instruction
+                "setup", "setup_dockerfile", executor, out, task_id, instruction=refined.instruction
             )
             if not (env_dir / "Dockerfile").exists():
                 raise StepFailed("setup", "the agent wrote no environment/Dockerfile")
@@ -99,7 +109,9 @@ async def solution(
     await asyncio.to_thread(sb.start)
     try:
         ex = TaskDirExecutor(task_dir, "solution", sb, mirror="/solution")
-        await ep.agent_step("solution", "solution", ex, out, instruction=refined.instruction)
+        await ep.agent_step(
+            "solution", "solution", ex, out, task_id, instruction=refined.instruction
+        )
     finally:
         await asyncio.to_thread(sb.close)
     if not (task_dir / "solution/solve.sh").exists():
@@ -120,6 +132,7 @@ async def verifier(
             "verifier",
             ex,
             out,
+            task_id,
             instruction=refined.instruction,
             solution=(task_dir / "solution/solve.sh").read_text(),
         )
@@ -151,11 +164,11 @@ def config(ep: EnvprepContext, task_dir: Path, metadata: dict[str, Any]) -> None
 
 
 def metadata(
-    ep: EnvprepContext, task: dict[str, Any], refined: Refined, fp: str, out: EnvOutcome
+    ep: EnvprepContext, task: JudgedTask, refined: Refined, fp: str, out: EnvOutcome
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "difficulty": refined.difficulty,
-        "category": refined.category or task["domain"],
+        "category": refined.category or task.domain,
         "tags": refined.tags,
     }
     if refined.expert_time_estimate_min is not None:
@@ -163,10 +176,10 @@ def metadata(
     if refined.junior_time_estimate_min is not None:
         meta["junior_time_estimate_min"] = refined.junior_time_estimate_min
     meta["litecoder"] = {
-        "task_id": task["id"],
-        "domain": task["domain"],
-        "subtopic": task["subtopic"],
-        "source_task": task["task"],
+        "task_id": task.id,
+        "domain": task.domain,
+        "subtopic": task.subtopic,
+        "source_task": task.task,
         "mode": ep.cfg.envprep.mode,
         "fingerprint": fp,
         "checks": {k: v for k, v in out.checks.items() if v is not None},

@@ -16,7 +16,8 @@ from datasketch import MinHash, MinHashLSH
 
 from litecoder.config import Dedup
 from litecoder.context import StageContext
-from litecoder.io import read_jsonl, write_jsonl
+from litecoder.io import write_records
+from litecoder.records import DuplicateTask, JudgedTask
 from litecoder.tracking import StageRun
 
 _WORD = re.compile(r"\w+")
@@ -35,20 +36,20 @@ def minhash(text: str, cfg: Dedup) -> MinHash:
     return m
 
 
-def dedup(
-    records: list[dict[str, Any]], cfg: Dedup
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    kept: list[dict[str, Any]] = []
-    removed: list[dict[str, Any]] = []
+def dedup(records: list[JudgedTask], cfg: Dedup) -> tuple[list[JudgedTask], list[DuplicateTask]]:
+    kept: list[JudgedTask] = []
+    removed: list[DuplicateTask] = []
     seen: dict[str, str] = {}
     lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
     hashes: dict[str, MinHash] = {}
     for rec in records:
-        text = rec["task"]
+        text = rec.task or ""
         digest = hashlib.sha256(normalise(text).encode()).hexdigest()
         if cfg.exact and digest in seen:
             removed.append(
-                {**rec, "duplicate_of": seen[digest], "dedup": "exact", "similarity": 1.0}
+                DuplicateTask(
+                    **rec.model_dump(), duplicate_of=seen[digest], dedup="exact", similarity=1.0
+                )
             )
             continue
         if cfg.near:
@@ -60,17 +61,17 @@ def dedup(
             )
             if best and best[1] >= cfg.threshold:
                 removed.append(
-                    {
-                        **rec,
-                        "duplicate_of": best[0],
-                        "dedup": "near",
-                        "similarity": round(best[1], 4),
-                    }
+                    DuplicateTask(
+                        **rec.model_dump(),
+                        duplicate_of=best[0],
+                        dedup="near",
+                        similarity=round(best[1], 4),
+                    )
                 )
                 continue
-            lsh.insert(rec["id"], mh)
-            hashes[rec["id"]] = mh
-        seen.setdefault(digest, rec["id"])
+            lsh.insert(rec.id, mh)
+            hashes[rec.id] = mh
+        seen.setdefault(digest, rec.id)
         kept.append(rec)
     return kept, removed
 
@@ -78,27 +79,24 @@ def dedup(
 def run(ctx: StageContext) -> dict[str, Any]:
     """data/tasks/accepted.jsonl (+ duplicates.jsonl) from data/tasks/judged.jsonl."""
     track = StageRun("dedup", ctx.cfg, ctx.paths.workdir)
-    judged = read_jsonl(ctx.paths.judged)
-    accepted = [r for r in judged if r["accepted"]]
+    judged = ctx.read("judged", JudgedTask)
+    accepted = [r for r in judged if r.accepted]
     kept, removed = dedup(accepted, ctx.cfg.dedup)
-    write_jsonl(ctx.paths.accepted, kept)
-    write_jsonl(ctx.paths.duplicates, removed)
+    write_records(ctx.paths.accepted, kept)
+    write_records(ctx.paths.duplicates, removed)
     per_domain: dict[str, dict[str, int]] = {}
     for r in accepted:
-        per_domain.setdefault(r["domain"], {"in": 0, "kept": 0})["in"] += 1
+        per_domain.setdefault(r.domain, {"in": 0, "kept": 0})["in"] += 1
     for r in kept:
-        per_domain[r["domain"]]["kept"] += 1
+        per_domain[r.domain]["kept"] += 1
     track.metrics.update(
         {
             "in": len(accepted),
             "kept": len(kept),
-            "exact_duplicates": sum(r["dedup"] == "exact" for r in removed),
-            "near_duplicates": sum(r["dedup"] == "near" for r in removed),
+            "exact_duplicates": sum(r.dedup == "exact" for r in removed),
+            "near_duplicates": sum(r.dedup == "near" for r in removed),
             "per_domain": per_domain,
         }
     )
-    track.table = [
-        {"id": r["id"], "duplicate_of": r["duplicate_of"], "dedup": r["dedup"], "task": r["task"]}
-        for r in removed
-    ]
+    track.table = [r.model_dump(include={"id", "duplicate_of", "dedup", "task"}) for r in removed]
     return track.finish()

@@ -19,7 +19,8 @@ from litecoder.context import StageContext
 from litecoder.envprep.core import EnvprepContext
 from litecoder.envprep.prepare import fingerprint, prepare_all, split
 from litecoder.envprep.validate import CHECKS
-from litecoder.io import read_jsonl, write_json, write_jsonl
+from litecoder.io import write_json, write_jsonl
+from litecoder.records import JudgedTask
 from litecoder.sandbox import cleanup_on_signals, docker_client, remove_labelled, remove_orphans
 from litecoder.sandbox.untrusted import make_private
 from litecoder.tracking import StageRun, progress
@@ -33,7 +34,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     track = StageRun("envprep", cfg, ctx.paths.workdir)
     docker = docker_client()
-    tasks = read_jsonl(ctx.paths.accepted)
+    tasks = ctx.read("accepted", JudgedTask)
     removed = remove_orphans(docker)
     if removed:
         log.info("removed %d container(s) left by an interrupted run", removed)

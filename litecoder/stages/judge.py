@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field
 
 from litecoder.config import Config
 from litecoder.context import StageContext
-from litecoder.io import read_jsonl, write_jsonl
+from litecoder.io import write_records
 from litecoder.llm import InvalidOutput, parse_json_object
+from litecoder.records import JudgedTask, JudgeResult, SampledTask, Tokens
 from litecoder.tracking import StageRun, progress
 
 
@@ -42,13 +43,13 @@ def make_parser(criteria: list[str]):
     return parse
 
 
-def messages(cfg: Config, rec: dict[str, Any]) -> list[dict[str, str]]:
+def messages(cfg: Config, rec: SampledTask) -> list[dict[str, str]]:
     j = cfg.judge
     criteria = "\n".join(f"- {name}: {c.description}" for name, c in j.criteria.items())
     user = j.user_template.format(
-        domain=rec["domain"],
-        subtopic=rec["subtopic"],
-        task=rec["task"],
+        domain=rec.domain,
+        subtopic=rec.subtopic,
+        task=rec.task,
         criteria=criteria,
         criterion_names=", ".join(j.criteria),
     )
@@ -62,49 +63,50 @@ def decide(cfg: Config, verdict: Verdict) -> list[str]:
     ]
 
 
-async def _judge(
-    ctx: StageContext, records: list[dict[str, Any]], bar: Any
-) -> list[dict[str, Any]]:
+async def _judge(ctx: StageContext, records: list[SampledTask], bar: Any) -> list[JudgedTask]:
     cfg = ctx.cfg
     teacher = cfg.teacher("judge")
     parse = make_parser(list(cfg.judge.criteria))
 
     async with ctx.client("judge") as client:
 
-        async def one(rec: dict[str, Any]) -> dict[str, Any]:
-            out = dict(rec)
-            if rec["outcome"] != "ok":
-                out.update(accepted=False, judge=None, rejected_by=["sample_error"])
+        async def one(rec: SampledTask) -> JudgedTask:
+            base = rec.model_dump()
+            if rec.outcome != "ok":
                 bar.advance()
-                return out
+                return JudgedTask(**base, accepted=False, judge=None, rejected_by=["sample_error"])
             res = await client.chat_validated(
                 messages(cfg, rec),
                 parse,
                 max_reasks=cfg.judge.max_reasks,
+                meta={"stage": "judge", "task_id": rec.id, "criteria": list(cfg.judge.criteria)},
                 temperature=cfg.judge.temperature,
                 max_tokens=cfg.judge.max_tokens,
             )
             bar.advance()
-            judge: dict[str, Any] = {
-                "teacher": teacher.name,
-                "attempts": res.attempts,
-                "tokens": {"prompt": res.prompt_tokens, "completion": res.completion_tokens},
-            }
+            tokens = Tokens(prompt=res.prompt_tokens, completion=res.completion_tokens)
             if not res.ok:
-                judge.update(
-                    outcome="error", error=res.error, error_kind=res.error_kind, raw=res.text
+                judge = JudgeResult(
+                    teacher=teacher.name,
+                    attempts=res.attempts,
+                    tokens=tokens,
+                    outcome="error",
+                    error=res.error,
+                    error_kind=res.error_kind,
+                    raw=res.text,
                 )
-                out.update(accepted=False, judge=judge, rejected_by=["judge_error"])
-                return out
+                return JudgedTask(**base, accepted=False, judge=judge, rejected_by=["judge_error"])
             assert res.value is not None
             below = decide(cfg, res.value)
-            judge.update(
+            judge = JudgeResult(
+                teacher=teacher.name,
+                attempts=res.attempts,
+                tokens=tokens,
                 outcome="ok",
                 scores={k: v.model_dump() for k, v in res.value.scores.items()},
                 summary=res.value.summary,
             )
-            out.update(accepted=not below, judge=judge, rejected_by=below)
-            return out
+            return JudgedTask(**base, accepted=not below, judge=judge, rejected_by=below)
 
         return list(await asyncio.gather(*(one(r) for r in records)))
 
@@ -112,15 +114,15 @@ async def _judge(
 def run(ctx: StageContext) -> dict[str, Any]:
     """data/tasks/judged.jsonl from data/tasks/sampled.jsonl."""
     track = StageRun("judge", ctx.cfg, ctx.paths.workdir)
-    records = read_jsonl(ctx.paths.sampled)
+    records = ctx.read("sampled", SampledTask)
     with progress("judge", len(records)) as bar:
         judged = asyncio.run(_judge(ctx, records, bar))
-    write_jsonl(ctx.paths.judged, judged)
+    write_records(ctx.paths.judged, judged)
 
-    scored = [r for r in judged if r["judge"] and r["judge"]["outcome"] == "ok"]
+    scored = [r.judge for r in judged if r.judge and r.judge.outcome == "ok"]
     per_criterion = {}
     for name, c in ctx.cfg.judge.criteria.items():
-        vals = [r["judge"]["scores"][name]["score"] for r in scored]
+        vals = [j.scores[name].score for j in scored]
         per_criterion[name] = {
             "threshold": c.threshold,
             "mean_score": round(sum(vals) / len(vals), 3) if vals else None,
@@ -130,19 +132,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
         }
     per_domain: dict[str, dict[str, int]] = {}
     for r in judged:
-        d = per_domain.setdefault(r["domain"], {"judged": 0, "accepted": 0})
+        d = per_domain.setdefault(r.domain, {"judged": 0, "accepted": 0})
         d["judged"] += 1
-        d["accepted"] += int(r["accepted"])
-    accepted = sum(r["accepted"] for r in judged)
+        d["accepted"] += int(r.accepted)
+    accepted = sum(r.accepted for r in judged)
     track.metrics.update(
         {
             "judged": len(judged),
             "accepted": accepted,
             "rejected": len(judged) - accepted,
             "acceptance_rate": round(accepted / len(judged), 4) if judged else 0.0,
-            "judge_errors": sum("judge_error" in r["rejected_by"] for r in judged),
-            "sample_errors": sum("sample_error" in r["rejected_by"] for r in judged),
-            "rejected_by": dict(Counter(c for r in judged for c in r["rejected_by"])),
+            "judge_errors": sum("judge_error" in r.rejected_by for r in judged),
+            "sample_errors": sum("sample_error" in r.rejected_by for r in judged),
+            "rejected_by": dict(Counter(c for r in judged for c in r.rejected_by)),
             "per_criterion": per_criterion,
             "per_domain": per_domain,
             "llm": ctx.usage.to_dict(),
@@ -150,11 +152,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     )
     track.table = [
         {
-            "id": r["id"],
-            "domain": r["domain"],
-            "task": r["task"],
-            "accepted": r["accepted"],
-            "rejected_by": ",".join(r["rejected_by"]),
+            "id": r.id,
+            "domain": r.domain,
+            "task": r.task,
+            "accepted": r.accepted,
+            "rejected_by": ",".join(r.rejected_by),
         }
         for r in judged
     ]

@@ -1,6 +1,7 @@
 """Stage `report`: reports/<experiment>.md and .html with PNG plots of this run's numbers —
-funnel, per-domain mix, turns and token histograms, training loss, scores — and this run's
-scores beside the LiteCoder-Terminal release's published ones."""
+the funnel (every task from sampling to SFT rows, per domain, built here from the stages'
+metrics), per-domain mix, turns and token histograms, training loss, scores — and this run's
+scores beside the published ones of the benchmarks in `report` (config)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,57 @@ import json
 from pathlib import Path
 from typing import Any
 
+from litecoder.config import Config
 from litecoder.context import StageContext
-from litecoder.io import read_jsonl, write_text
+from litecoder.io import write_json, write_text
+from litecoder.pipeline import Paths
+from litecoder.records import SftRow
 from litecoder.tracking import StageRun
 
-# Published results (Terminus-2 agent), pass@1 in percent.
-PUBLISHED = [
-    # (model, Terminal-Bench 1.0, Terminal-Bench 2.0, source)
-    ("Qwen3-4B-Instruct", 5.0, None, "LiteCoder-Terminal preview"),
-    ("LiteCoder-4b-Terminal-preview", 13.75, 3.3, "LiteCoder-Terminal preview"),
-    ("Qwen3-30B-A3B-Instruct", 12.5, None, "LiteCoder-Terminal preview"),
-    ("LiteCoder-30a3b-Terminal-preview", 18.75, 5.6, "LiteCoder-Terminal preview"),
-    ("Qwen3-4B-Instruct (4-run avg.)", 6.25, 1.12, "later release"),
-    ("LiteCoder 4B SFT (4-run avg.)", 13.44, 5.62, "later release"),
-    ("LiteCoder 30B-A3B SFT (4-run avg.)", 24.38, 12.36, "later release"),
-]
 FUNNEL = ["sampled", "accepted", "unique", "environments", "trials", "kept", "rows"]
+# Each funnel column: (stage whose metrics hold it, that metric's per-domain key).
+FUNNEL_SOURCES = {
+    "sampled": ("sample", "sampled"),
+    "accepted": ("judge", "accepted"),
+    "unique": ("dedup", "kept"),
+    "environments": ("envprep", "environments"),
+    "trials": ("rollout", "trials"),
+    "kept": ("filter", "kept"),
+}
+
+
+def funnel(paths: Paths) -> dict[str, Any]:
+    """sampled -> accepted -> unique -> environments -> trials -> kept -> rows, per domain."""
+    columns: dict[str, dict[str, int]] = {}
+    for col, (stage, key) in FUNNEL_SOURCES.items():
+        per_domain = _load(paths.metrics(stage)).get("per_domain", {})
+        columns[col] = {d: v[key] for d, v in per_domain.items()}
+    columns["rows"] = _load(paths.metrics("sft")).get("per_domain", {})
+    domains = sorted({dom for col in columns.values() for dom in col})
+    return {
+        "total": {c: sum(v.values()) for c, v in columns.items()},
+        "per_domain": {dom: {c: columns[c].get(dom, 0) for c in columns} for dom in domains},
+    }
+
+
+def published_rows(cfg: Config, results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The published scores of the benchmarks in `report.benchmarks`, and this run's."""
+    benches = list(cfg.report.benchmarks)
+    header = ["model", *cfg.report.benchmarks.values(), "source"]
+    rows: list[list[Any]] = [
+        [p.model, *(p.scores.get(b) for b in benches), p.source] for p in cfg.report.published
+    ]
+    bench = cfg.eval.benchmark
+    for m, v in results.get("models", {}).items():
+        val = f"{100 * v['pass@1']:.2f}"
+        row: list[Any] = [f"this run: {m} ({cfg.train.name})", *[None] * len(benches)]
+        if bench in benches:
+            row[1 + benches.index(bench)] = val
+            row.append("this run")
+        else:
+            row.append(f"this run, {bench} (not comparable): {val}")
+        rows.append(row)
+    return header, rows
 
 
 def _load(p: Path) -> dict[str, Any]:
@@ -139,19 +175,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     w = ctx.paths.workdir
     track = StageRun("report", cfg, w)
-    fun = _load(w / "metrics/funnel.json")
-    sft = _load(w / "metrics/sft.json")
-    train = _load(w / "metrics/train.json")
-    results = _load(w / "results" / f"{cfg.eval.benchmark}.json")
-    rows = read_jsonl(ctx.paths.sft / "train.jsonl")
+    fun = funnel(ctx.paths)
+    write_json(ctx.paths.funnel_metrics, fun)
+    sft = _load(ctx.paths.metrics("sft"))
+    train = _load(ctx.paths.metrics("train"))
+    results = _load(ctx.paths.scores)
+    rows = [r.model_dump() for r in ctx.read("sft", SftRow, "train.jsonl")]
     loss: list[tuple[int, float]] = []
-    if (w / "plots/train_loss.csv").exists():
-        with (w / "plots/train_loss.csv").open() as f:
+    if ctx.paths.train_loss.exists():
+        with ctx.paths.train_loss.open() as f:
             loss = [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
-    reports = w / "reports"
+    reports = ctx.paths.reports
     img_dir = reports / cfg.experiment.name
     files = plots(img_dir, fun, rows, loss, results)
-    with (w / "plots/funnel.csv").open("w", newline="") as f:
+    with ctx.paths.funnel.open("w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(["stage", "count"])
         wr.writerows([c, fun["total"].get(c, 0)] for c in FUNNEL)
@@ -162,18 +199,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         for m, v in results.get("models", {}).items()
     ]
     bench = cfg.eval.benchmark
-    comparable = bench in ("terminal-bench-1.0", "terminal-bench-2.0")
-    pub_rows = [[name, tb1, tb2, src] for name, tb1, tb2, src in PUBLISHED]
-    for m, v in results.get("models", {}).items():
-        row: list[Any] = [f"this run: {m} ({cfg.train.name})", None, None, "this run"]
-        val = f"{100 * v['pass@1']:.2f}"
-        if bench == "terminal-bench-1.0":
-            row[1] = val
-        elif bench == "terminal-bench-2.0":
-            row[2] = val
-        else:
-            row[3] = f"this run, {bench} (not comparable): {val}"
-        pub_rows.append(row)
+    comparable = bench in cfg.report.benchmarks
+    pub_header, pub_rows = published_rows(cfg, results)
     funnel_rows = [
         [dom] + [v.get(c, 0) for c in FUNNEL] for dom, v in fun.get("per_domain", {}).items()
     ]
@@ -192,19 +219,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ]
     sections = [
         ("Scores", ["model", "pass@1", f"pass@{k}", "tasks", "trials"], score_rows),
-        (
-            "Against the published numbers (pass@1, %, Terminus-2)",
-            ["model", "Terminal-Bench 1.0", "Terminal-Bench 2.0", "source"],
-            pub_rows,
-        ),
+        ("Against the published numbers (pass@1, %, Terminus-2)", pub_header, pub_rows),
         ("Funnel", ["domain", *FUNNEL], funnel_rows),
         ("Training", ["", "value"], train_rows),
     ]
     note = (
         ""
         if comparable
-        else f"Scores are on `{bench}` ({results.get('dataset', '')}), not on Terminal-Bench: they "
-        "check the pipeline end to end and are not comparable with the published numbers."
+        else f"Scores are on `{bench}` ({results.get('dataset', '')}), a benchmark without "
+        "published numbers: they check the pipeline end to end and are not comparable with the "
+        "published ones."
     )
     title = f"litecoder report: {cfg.experiment.name}"
     md = [f"# {title}", "", cfg.experiment.description, "", note, ""]

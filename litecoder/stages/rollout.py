@@ -26,6 +26,7 @@ from litecoder.context import StageContext
 from litecoder.harbor import runner
 from litecoder.harbor.taskdir import litecoder_meta
 from litecoder.io import StageError, tail, write_text
+from litecoder.llm import META_HEADER
 from litecoder.sandbox import docker_client
 from litecoder.tracking import StageRun, progress
 
@@ -57,6 +58,11 @@ def agent_config(cfg: Config, agent: RolloutAgent, api_base: str) -> dict[str, A
         kwargs.setdefault("api_base", api_base)
         if cfg.rollout.model_info:
             kwargs.setdefault("model_info", cfg.rollout.model_info)
+        # What the agent's requests are, as metadata (see litecoder.llm.META_HEADER).
+        meta = {"stage": "rollout", "agent": agent.label, "parser": kwargs.get("parser_name")}
+        call = dict(kwargs.get("llm_call_kwargs") or {})
+        call["extra_headers"] = {**call.get("extra_headers", {}), META_HEADER: json.dumps(meta)}
+        kwargs["llm_call_kwargs"] = call
     model = agent.model or teacher.model
     return {
         "name": agent.name,

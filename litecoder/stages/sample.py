@@ -15,8 +15,9 @@ from typing import Any
 
 from litecoder.config import Config, Domain, Teacher
 from litecoder.context import StageContext
-from litecoder.io import write_jsonl
+from litecoder.io import write_records
 from litecoder.llm import InvalidOutput, Outcome
+from litecoder.records import SampledTask, Tokens
 from litecoder.tracking import StageRun, progress
 
 
@@ -81,14 +82,15 @@ def make_parser(teacher: Teacher, min_chars: int, max_chars: int):
     return parse
 
 
-async def _sample(ctx: StageContext, reqs: list[dict[str, Any]], bar: Any) -> list[dict[str, Any]]:
+async def _sample(ctx: StageContext, reqs: list[dict[str, Any]], bar: Any) -> list[SampledTask]:
     cfg = ctx.cfg
     teacher = cfg.teacher("sample")
     parse = make_parser(teacher, cfg.sampler.min_chars, cfg.sampler.max_chars)
 
     async with ctx.client("sample") as client:
 
-        async def one(req: dict[str, Any]) -> dict[str, Any]:
+        async def one(req: dict[str, Any]) -> SampledTask:
+            meta = {"stage": "sample", **{k: req[k] for k in ("domain", "subtopic", "seed")}}
             if teacher.sampling_mode == "completion":
                 assert teacher.magpie is not None
                 prompt = teacher.magpie.pre_query_template.replace("{system}", req["system"])
@@ -98,6 +100,7 @@ async def _sample(ctx: StageContext, reqs: list[dict[str, Any]], bar: Any) -> li
                     max_reasks=cfg.sampler.max_reasks,
                     seed=req["seed"],
                     stop=teacher.magpie.stop,
+                    meta=meta,
                 )
                 template = teacher.magpie.pre_query_template
             else:
@@ -106,26 +109,26 @@ async def _sample(ctx: StageContext, reqs: list[dict[str, Any]], bar: Any) -> li
                     {"role": "user", "content": teacher.chat_task_prompt},
                 ]
                 out = await client.chat_validated(
-                    msgs, parse, max_reasks=cfg.sampler.max_reasks, seed=req["seed"]
+                    msgs, parse, max_reasks=cfg.sampler.max_reasks, seed=req["seed"], meta=meta
                 )
                 template = "chat"
             bar.advance()
-            return {
-                "id": task_id(teacher, req),
-                "domain": req["domain"],
-                "subtopic": req["subtopic"],
-                "task": out.value,
-                "teacher": teacher.name,
-                "model": teacher.model,
-                "mode": teacher.sampling_mode,
-                "template": template,
-                "seed": req["seed"],
-                "tokens": {"prompt": out.prompt_tokens, "completion": out.completion_tokens},
-                "attempts": out.attempts,
-                "outcome": "ok" if out.ok else "error",
-                "error": out.error,
-                "error_kind": out.error_kind,
-            }
+            return SampledTask(
+                id=task_id(teacher, req),
+                domain=req["domain"],
+                subtopic=req["subtopic"],
+                task=out.value,
+                teacher=teacher.name,
+                model=teacher.model,
+                mode=teacher.sampling_mode,
+                template=template,
+                seed=req["seed"],
+                tokens=Tokens(prompt=out.prompt_tokens, completion=out.completion_tokens),
+                attempts=out.attempts,
+                outcome="ok" if out.ok else "error",
+                error=out.error,
+                error_kind=out.error_kind,
+            )
 
         return list(await asyncio.gather(*(one(r) for r in reqs)))
 
@@ -136,26 +139,26 @@ def run(ctx: StageContext) -> dict[str, Any]:
     reqs = plan(ctx.cfg)
     with progress("sample", len(reqs)) as bar:
         records = asyncio.run(_sample(ctx, reqs, bar))
-    write_jsonl(ctx.paths.sampled, records)
+    write_records(ctx.paths.sampled, records)
 
-    ok = [r for r in records if r["outcome"] == "ok"]
+    ok = [r for r in records if r.outcome == "ok"]
     per_domain: dict[str, dict[str, int]] = {}
     for r in records:
-        d = per_domain.setdefault(r["domain"], {"requested": 0, "sampled": 0, "errors": 0})
+        d = per_domain.setdefault(r.domain, {"requested": 0, "sampled": 0, "errors": 0})
         d["requested"] += 1
-        d["sampled" if r["outcome"] == "ok" else "errors"] += 1
+        d["sampled" if r.outcome == "ok" else "errors"] += 1
     track.metrics.update(
         {
             "requested": len(records),
             "sampled": len(ok),
             "errors": len(records) - len(ok),
-            "errors_by_kind": dict(Counter(r["error_kind"] for r in records if r["error_kind"])),
+            "errors_by_kind": dict(Counter(r.error_kind for r in records if r.error_kind)),
             "per_domain": per_domain,
-            "mean_task_chars": round(sum(len(r["task"]) for r in ok) / max(1, len(ok)), 1),
+            "mean_task_chars": round(sum(len(r.task or "") for r in ok) / max(1, len(ok)), 1),
             "llm": ctx.usage.to_dict(),
         }
     )
     track.table = [
-        {k: r[k] for k in ("id", "domain", "subtopic", "task", "outcome")} for r in records
+        r.model_dump(include={"id", "domain", "subtopic", "task", "outcome"}) for r in records
     ]
     return track.finish()

@@ -5,8 +5,8 @@ in the form Axolotl's `type: chat_template` reads, data/sft/hf/ the same as a `d
 dataset (`load_from_disk`), data/sft/world_model.jsonl state-prediction records, and
 data/sft/README.md the dataset card. Token counts use the target tokenizer and its chat
 template (a small one is trained on the data when none is configured); records longer than
-`max_seq_len` are split at turn boundaries or dropped. metrics/funnel.json follows every task
-from sampling to rows, per domain.
+`max_seq_len` are split at turn boundaries or dropped. Formats are a registry
+(`litecoder.trajectory.formats`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import yaml
 
 from litecoder.config import Config
 from litecoder.context import StageContext
-from litecoder.io import read_jsonl, write_json, write_jsonl, write_text
+from litecoder.io import write_jsonl, write_records, write_text
+from litecoder.records import SftRow, TrajectoryRecord
 from litecoder.tracking import StageRun
 from litecoder.trajectory import Trajectory, render
 
@@ -182,32 +183,6 @@ def world_model_records(traj: Trajectory, max_chars: int = 12000) -> list[dict[s
     return out
 
 
-def funnel(workdir: Path, rows_by_domain: dict[str, int]) -> dict[str, Any]:
-    """sampled -> accepted -> unique -> environments -> trials -> kept -> rows, per domain."""
-
-    def load(name: str) -> dict[str, Any]:
-        p = workdir / "metrics" / f"{name}.json"
-        return json.loads(p.read_text()) if p.exists() else {}
-
-    s, j, d, e, r, f = (
-        load(n) for n in ("sample", "judge", "dedup", "envprep", "rollout", "filter")
-    )
-    columns = {
-        "sampled": {k: v["sampled"] for k, v in s.get("per_domain", {}).items()},
-        "accepted": {k: v["accepted"] for k, v in j.get("per_domain", {}).items()},
-        "unique": {k: v["kept"] for k, v in d.get("per_domain", {}).items()},
-        "environments": {k: v["environments"] for k, v in e.get("per_domain", {}).items()},
-        "trials": {k: v["trials"] for k, v in r.get("per_domain", {}).items()},
-        "kept": {k: v["kept"] for k, v in f.get("per_domain", {}).items()},
-        "rows": rows_by_domain,
-    }
-    domains = sorted({dom for col in columns.values() for dom in col})
-    return {
-        "total": {c: sum(v.values()) for c, v in columns.items()},
-        "per_domain": {dom: {c: columns[c].get(dom, 0) for c in columns} for dom in domains},
-    }
-
-
 def _stats(xs: list[int]) -> dict[str, float]:
     if not xs:
         return {"count": 0}
@@ -224,19 +199,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """data/sft/ (train.jsonl, hf/, world_model.jsonl, README.md) from kept trajectories."""
     cfg = ctx.cfg
     track = StageRun("sft", cfg, ctx.paths.workdir)
-    kept = read_jsonl(ctx.paths.trajectories / "kept.jsonl")
+    kept = ctx.read("trajectories", TrajectoryRecord, "kept.jsonl")
     out = ctx.paths.sft
-    trajs = [(rec, Trajectory.from_dict(rec["trajectory"])) for rec in kept]
+    trajs = [(rec, Trajectory.from_dict(rec.trajectory)) for rec in kept if rec.trajectory]
 
     rendered = []
     for rec, traj in trajs:
         fmt = pick_format(traj.trial, cfg.sft.formats)
-        chat = render(traj, fmt, drop_parse_errors=cfg.sft.drop_parse_error_turns)  # type: ignore[arg-type]
+        chat = render(traj, fmt, drop_parse_errors=cfg.sft.drop_parse_error_turns)
         rendered.append((rec, traj, fmt, chat))
     texts = [json.dumps(c, ensure_ascii=False) for *_, c in rendered] or ["empty"]
     tok, tok_name = load_tokenizer(cfg, texts, out / "tokenizer")
 
-    rows: list[dict[str, Any]] = []
+    rows: list[SftRow] = []
     split_n = dropped = 0
     for rec, traj, fmt, chat in rendered:
         n = n_tokens(tok, chat)
@@ -253,29 +228,27 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 dropped += 1
         for k, piece in enumerate(pieces):
             rows.append(
-                {
+                SftRow(
                     **piece,
-                    "trial": traj.trial,
-                    "task_id": traj.task_id,
-                    "domain": rec["domain"],
-                    "scaffold": rec["agent_label"],
-                    "format": fmt,
-                    "part": k,
-                    "turns": sum(m["role"] == "assistant" for m in piece["messages"]),
-                    "tokens": n if len(pieces) == 1 else n_tokens(tok, piece),
-                }
+                    trial=traj.trial,
+                    task_id=traj.task_id,
+                    domain=rec.domain,
+                    scaffold=rec.agent_label,
+                    format=fmt,
+                    part=k,
+                    turns=sum(m["role"] == "assistant" for m in piece["messages"]),
+                    tokens=n if len(pieces) == 1 else n_tokens(tok, piece),
+                )
             )
-    write_jsonl(out / "train.jsonl", rows)
-    _save_hf(rows, out / "hf")
+    write_records(out / "train.jsonl", rows)
+    _save_hf([r.model_dump(mode="json") for r in rows], out / "hf")
     wm = [r for _, t in trajs for r in world_model_records(t)] if cfg.sft.world_model else []
     if cfg.sft.world_model:
         write_jsonl(out / "world_model.jsonl", wm)
 
-    by_domain = Counter(r["domain"] for r in rows)
-    fun = funnel(ctx.paths.workdir, dict(by_domain))
-    write_json(ctx.paths.metrics / "funnel.json", fun)
-    turns = [r["turns"] for r in rows]
-    tokens = [r["tokens"] for r in rows]
+    by_domain = Counter(r.domain for r in rows)
+    turns = [r.turns for r in rows]
+    tokens = [r.tokens for r in rows]
     track.metrics.update(
         {
             "trajectories": len(kept),
@@ -285,25 +258,24 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "world_model_rows": len(wm),
             "tokenizer": tok_name,
             "per_domain": dict(by_domain),
-            "per_scaffold": dict(Counter(r["scaffold"] for r in rows)),
-            "per_format": dict(Counter(r["format"] for r in rows)),
+            "per_scaffold": dict(Counter(r.scaffold for r in rows)),
+            "per_format": dict(Counter(r.format for r in rows)),
             "turns": _stats(turns),
             "tokens": _stats(tokens),
-            "funnel": fun["total"],
         }
     )
-    write_text(out / "README.md", dataset_card(cfg, track.metrics, fun))
+    write_text(out / "README.md", dataset_card(cfg, track.metrics))
     track.table = [
         {
-            "trial": r["trial"],
-            "format": r["format"],
-            "turns": r["turns"],
-            "tokens": r["tokens"],
-            "first_reply": r["messages"][-1]["content"][:500],
+            "trial": r.trial,
+            "format": r.format,
+            "turns": r.turns,
+            "tokens": r.tokens,
+            "first_reply": str(r.messages[-1].get("content") or "")[:500],
         }
         for r in rows
     ]
-    track.histograms = {"turns": turns, "tokens": tokens}
+    track.histograms = {"turns": list(map(float, turns)), "tokens": list(map(float, tokens))}
     return track.finish()
 
 
@@ -337,7 +309,7 @@ def _flat(m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def dataset_card(cfg: Config, m: dict[str, Any], fun: dict[str, Any]) -> str:
+def dataset_card(cfg: Config, m: dict[str, Any]) -> str:
     def table(d: dict[str, Any], key: str) -> str:
         lines = [f"| {key} | rows |", "|---|---|"] + [
             f"| {k} | {v} |" for k, v in sorted(d.items())
@@ -349,12 +321,6 @@ def dataset_card(cfg: Config, m: dict[str, Any], fun: dict[str, Any]) -> str:
         vals = [st.get(k, "-") for k in ("count", "mean", "median", "min", "max")]
         return f"| {name} | " + " | ".join(str(v) for v in vals) + " |"
 
-    cols = ["sampled", "accepted", "unique", "environments", "trials", "kept", "rows"]
-    funnel_rows = [
-        f"| {dom} | " + " | ".join(str(v[c]) for c in cols) + " |"
-        for dom, v in fun["per_domain"].items()
-    ]
-    total = "| **total** | " + " | ".join(str(fun["total"][c]) for c in cols) + " |"
     conf = yaml.safe_dump(
         {
             "experiment": cfg.experiment.model_dump(),
@@ -396,12 +362,8 @@ filtered and rendered as chat records for Axolotl (`type: chat_template`, field 
 {stat_row("turns")}
 {stat_row("tokens")}
 
-## Funnel
-
-| domain | {" | ".join(cols)} |
-|---|{"---|" * len(cols)}
-{chr(10).join(funnel_rows)}
-{total}
+The funnel from sampled tasks to these rows, per domain, is in the experiment's report
+(`reports/{cfg.experiment.name}.md`).
 
 ## Config
 

@@ -335,9 +335,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         raise TrainError(f"axolotl exited 0 but wrote no model to {out}; see {log_path}")
 
     hist, summary = train_logs(out, log_path)
-    plots = ctx.paths.workdir / "plots"
-    plots.mkdir(exist_ok=True)
-    with (plots / "train_loss.csv").open("w", newline="") as f:
+    ctx.paths.train_loss.parent.mkdir(parents=True, exist_ok=True)
+    with ctx.paths.train_loss.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "loss"])
         for h in hist:

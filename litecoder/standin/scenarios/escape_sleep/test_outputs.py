@@ -1,0 +1,2 @@
+def test_done():
+    assert open("/app/notes.txt").read() == "done\n"

@@ -1,0 +1,2 @@
+def test_distance():
+    assert open("/app/distance.txt").read().strip() == "1020.000000"

@@ -1,0 +1,7 @@
+"""Trajectories: Harbor's ATIF files -> a scaffold-neutral form (`neutral`) -> chat records in
+a chosen SFT format (`formats`, a registry: one module per format)."""
+
+from litecoder.trajectory.formats import FORMATS, Format, read_commands, render
+from litecoder.trajectory.neutral import Trajectory, Turn, load_atif
+
+__all__ = ["FORMATS", "Format", "Trajectory", "Turn", "load_atif", "read_commands", "render"]
