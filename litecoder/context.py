@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from litecoder.config import Config
 from litecoder.endpoints import Endpoints
-from litecoder.io import read_records
+from litecoder.io import read_model, read_records
 from litecoder.llm import LLMClient, ResponseCache, UsageBook, open_cache
 from litecoder.pipeline import Paths, producer
 
@@ -29,6 +29,11 @@ class StageContext:
         """The records of a DATA location (or a file `sub` inside it), typed."""
         path = getattr(self.paths, name) / sub if sub else getattr(self.paths, name)
         return read_records(path, model, producer=producer(name))
+
+    def read_one[M: BaseModel](self, name: str, model: type[M], sub: str | None = None) -> M:
+        """One JSON document of a DATA location, typed."""
+        path = getattr(self.paths, name) / sub if sub else getattr(self.paths, name)
+        return read_model(path, model, producer=producer(name))
 
     def client(self, role: str) -> LLMClient:
         teacher = self.cfg.teacher(role)

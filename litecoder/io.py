@@ -79,6 +79,23 @@ def write_records(path: Path, records: Iterable[BaseModel]) -> int:
     return write_jsonl(path, (r.model_dump(mode="json") for r in records))
 
 
+def read_model[M: BaseModel](path: Path, model: type[M], *, producer: str | None = None) -> M:
+    """One JSON document as a typed record (errors as in `read_records`)."""
+    made_by = (
+        f" (written by stage `{producer}`: run `litecoder {producer}` first)" if producer else ""
+    )
+    if not path.exists():
+        raise MissingInput(f"{path} does not exist{made_by}")
+    try:
+        return model.model_validate_json(path.read_text())
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise MissingInput(
+            f"{path}: not a {model.__name__} ({where}: {first['msg']}){made_by}"
+        ) from None
+
+
 def read_records[M: BaseModel](
     path: Path, model: type[M], *, producer: str | None = None
 ) -> list[M]:

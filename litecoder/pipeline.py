@@ -131,7 +131,7 @@ STAGES: dict[str, StageSpec] = {
         ),
         _stage(
             "report",
-            reads=("sft", "train_loss", "scores"),
+            reads=("sft", "train_loss", "results", "scores"),
             writes=("reports",),
             params=("experiment", "eval.benchmark", "report"),
             metrics=("funnel_metrics",),

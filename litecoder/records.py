@@ -107,6 +107,13 @@ class EnvOutcome(Record):
         return d
 
 
+class Splits(Record):
+    """envprep -> data/envs/splits.json: which environments train and which are held out."""
+
+    train: list[str]
+    heldout: list[str]
+
+
 # --- trajectories -----------------------------------------------------------------------------
 
 
@@ -139,6 +146,14 @@ class RejectedTrajectory(TrajectoryRecord):
 
     failure: Literal["infra", "agent", "quality"]
     reasons: list[Reason]
+
+
+class ModelInfo(Record):
+    """train -> models/model.json: the checkpoint and the base it was tuned from."""
+
+    checkpoint: str
+    base_model: str
+    recipe: str
 
 
 class SftRow(Record):

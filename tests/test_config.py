@@ -166,3 +166,11 @@ def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
         r.stderr.strip().splitlines()[-1].startswith("error: ")
         and "sampled.jsonl does not exist" in r.stderr
     )
+    assert "written by stage `sample`" in r.stderr
+    # A malformed input is the same kind of error, naming the line and the field.
+    (tmp_path / "data/tasks").mkdir(parents=True)
+    (tmp_path / "data/tasks/sampled.jsonl").write_text('{"id": "t-1", "domain": "x"}\n')
+    r = run(["litecoder", "judge", "tracking=disabled"], tmp_path, check=False)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 4 and last.startswith("error: ") and "Traceback" not in r.stderr
+    assert "sampled.jsonl:1: not a SampledTask record" in last and "`sample`" in last

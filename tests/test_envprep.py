@@ -407,6 +407,6 @@ def test_static_checks(tmp_path: Path) -> None:
 def test_split_is_stable() -> None:
     ids = [f"t-{i}" for i in range(10)]
     a = split(ids, 0.2)
-    assert a == split(list(reversed(ids)), 0.2) and len(a["heldout"]) == 2
-    assert split(["t-1"], 0.2) == {"train": ["t-1"], "heldout": []}
+    assert a == split(list(reversed(ids)), 0.2) and len(a.heldout) == 2
+    assert split(["t-1"], 0.2).model_dump() == {"train": ["t-1"], "heldout": []}
     assert MODEL_ID

@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -166,12 +167,27 @@ def test_pass_at_k() -> None:
     assert pass_at_k(4, 2, 2) == pytest.approx(1 - 1 / 6)
 
 
-def test_registry_benchmarks_make_harbor_jobs() -> None:
+def test_registry_benchmarks_make_harbor_jobs(tmp_path: Path) -> None:
+    """A registry benchmark's tasks are downloaded, then staged and run like local ones."""
     cfg = compose_cfg("eval=terminal_bench_2")
-    job = harbor_job(cfg, "http://127.0.0.1:8000/v1", "litecoder-eval", "tuned", Path("/j"), [])
-    assert job["datasets"][0]["name"] == "terminal-bench" and job["datasets"][0]["version"] == "2.0"
+    tasks = [tmp_path / "a", tmp_path / "b"]
+    job = harbor_job(cfg, "http://127.0.0.1:8000/v1", "litecoder-eval", "tuned", tmp_path, tasks)
+    assert [t["path"] for t in job["tasks"]] == [str(t) for t in tasks]
     assert job["n_attempts"] == 4 and job["agents"][0]["name"] == "terminus-2"
     assert job["agents"][0]["kwargs"]["api_base"] == "http://127.0.0.1:8000/v1"
+    assert job["environment"]["force_build"] is False  # staged tasks run prebuilt images
+    # Offline, the download fails at once with one line, before any model is loaded.
+    project = make_project(tmp_path / "p", git=False)
+    start = time.monotonic()
+    r = run(
+        ["litecoder", "evaluate", "eval=terminal_bench_2", "tracking=disabled"],
+        project,
+        check=False,
+    )
+    assert r.returncode == 5 and time.monotonic() - start < 30
+    assert (
+        r.stderr.strip().splitlines()[-1].startswith("error: could not download terminal-bench@2.0")
+    )
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from litecoder.envprep import steps
 from litecoder.envprep.core import EnvOutcome, EnvprepContext, StepFailed
 from litecoder.envprep.validate import build, validate
 from litecoder.io import write_json, write_text
-from litecoder.records import JudgedTask
+from litecoder.records import JudgedTask, Splits
 from litecoder.sandbox import SandboxError
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,14 @@ def fingerprint(cfg: Config, task: JudgedTask) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def split(ok_ids: list[str], fraction: float) -> dict[str, list[str]]:
+def split(ok_ids: list[str], fraction: float) -> Splits:
     """Held-out environments for evaluation: a stable, hash-ordered share."""
     order = sorted(ok_ids, key=lambda i: hashlib.sha256(i.encode()).hexdigest())
     n = round(len(order) * fraction)
     if fraction > 0 and len(order) >= 2:
         n = max(1, n)
     held = set(order[:n])
-    return {"train": sorted(i for i in ok_ids if i not in held), "heldout": sorted(held)}
+    return Splits(train=sorted(i for i in ok_ids if i not in held), heldout=sorted(held))
 
 
 async def _steps(

@@ -47,7 +47,6 @@ from litecoder.sandbox import (
     image_exists,
     image_labels,
     labels,
-    remove_labelled,
     sanitize_tree,
 )
 from litecoder.sandbox.engine import (
@@ -55,6 +54,7 @@ from litecoder.sandbox.engine import (
     cgroup_file,
     disk_quota_problem,
     read_counter,
+    remove_containers,
     storage_size,
 )
 from litecoder.sandbox.untrusted import make_private
@@ -323,8 +323,7 @@ def _record(trial_dir: Path, sanitized: list[Refusal], limits: dict[str, Any]) -
 
 def reap(run: str) -> int:
     """Remove the trial containers (and networks) of a job that are still there."""
-    removed = remove_labelled(docker_client(), run=run)
-    n = removed["containers"]
+    n = remove_containers(docker_client(), run)
     if n:
         log.warning("removed %d trial container(s) left by job %s", n, run)
     return n

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from litecoder.sandbox.engine import LABEL, BuildError, SandboxError, one_line
+from litecoder.sandbox.engine import BuildError, SandboxError, one_line
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ def build_image(
 
     lim = limits or BuildLimits()
     lines: list[str] = []
+    layers: list[str] = []  # image ids of the steps done: a failed build's leftovers
     start = time.monotonic()
     memory = lim.memory_mb * 2**20
     try:
@@ -69,6 +71,9 @@ def build_image(
         ):
             if "stream" in chunk:
                 lines.append(chunk["stream"])
+                m = re.match(r"\s*---> ([0-9a-f]{12,})\s*$", chunk["stream"])
+                if m:
+                    layers.append(m.group(1))
             if "error" in chunk:
                 tail = "".join(lines[-30:]) + chunk["error"]
                 raise BuildError(f"docker build failed: {chunk['error'].strip()}", tail)
@@ -77,23 +82,23 @@ def build_image(
                     f"docker build timed out after {timeout_s:.0f}s", "".join(lines[-30:])
                 )
     except (APIError, DockerBuildError) as e:
-        _prune_build_leftovers(client, labels)
+        _remove_layers(client, layers)
         raise BuildError(f"docker build failed: {one_line(e)}", "".join(lines[-30:])) from None
     except BuildError:
-        _prune_build_leftovers(client, labels)
+        _remove_layers(client, layers)
         raise
     except Exception as e:  # a read timeout of the stream, a dropped connection
-        _prune_build_leftovers(client, labels)
+        _remove_layers(client, layers)
         raise BuildError(f"docker build failed: {one_line(e)}", "".join(lines[-30:])) from None
     return client.images.get(tag).id
 
 
-def _prune_build_leftovers(client: Any, lab: dict[str, str]) -> None:
-    # Dangling intermediate images of a failed build carry the build's labels.
-    with contextlib.suppress(Exception):
-        client.images.prune(
-            filters={"dangling": True, "label": f"{LABEL}.run={lab[f'{LABEL}.run']}"}
-        )
+def _remove_layers(client: Any, layers: list[str]) -> None:
+    """A failed build's own intermediate images, newest first; never another build's (several
+    builds run at once, so a prune of whatever is dangling would break them)."""
+    for image_id in reversed(layers):
+        with contextlib.suppress(Exception):
+            client.images.remove(image_id, noprune=False)
 
 
 def import_rootfs(client: Any, tarball: Path, name: str, lab: dict[str, str]) -> str:

@@ -245,11 +245,29 @@ def remove_labelled(
         with contextlib.suppress(Exception):
             client.images.remove(img.id, force=True)
             removed["images"] += 1
-    # Dangling images (one rebuilt under the same tag, a failed build's layers) are never useful.
-    with contextlib.suppress(Exception):
-        pruned = client.images.prune(filters={"dangling": True, "label": IMAGE_LABEL})
-        removed["images"] += len(pruned.get("ImagesDeleted") or [])
+    if run is None:  # everything of litecoder's, so no build of its can be running
+        # Dangling images (one rebuilt under the same tag) are never useful.
+        with contextlib.suppress(Exception):
+            pruned = client.images.prune(filters={"dangling": True, "label": IMAGE_LABEL})
+            removed["images"] += len(pruned.get("ImagesDeleted") or [])
     return removed
+
+
+def remove_containers(client: Any, run: str) -> int:
+    """Remove the containers (and networks, volumes) of one run; its images stay."""
+    flt = [LABEL, f"{LABEL}.run={run}"]
+    n = 0
+    for c in client.containers.list(all=True, filters={"label": flt}):
+        with contextlib.suppress(Exception):
+            c.remove(force=True, v=True)
+            n += 1
+    for net in client.networks.list(filters={"label": flt}):
+        with contextlib.suppress(Exception):
+            net.remove()
+    for v in client.volumes.list(filters={"label": flt}):
+        with contextlib.suppress(Exception):
+            v.remove(force=True)
+    return n
 
 
 def remove_orphans(client: Any) -> int:

@@ -64,7 +64,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     write_jsonl(envs / "failed.jsonl", failed)
     ok_ids = [o.task_id for o in outcomes if o.status == "ok"]
     splits = split(ok_ids, cfg.envprep.heldout_fraction)
-    write_json(envs / "splits.json", splits)
+    write_json(envs / "splits.json", splits.model_dump())
     remove_labelled(docker, run=run_id)
 
     pass_rates = {}
@@ -91,8 +91,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 s: sum(1 for f in failed if f["step"] == s)
                 for s in sorted({f["step"] for f in failed})
             },
-            "train": len(splits["train"]),
-            "heldout": len(splits["heldout"]),
+            "train": len(splits.train),
+            "heldout": len(splits.heldout),
             "checks": pass_rates,
             "per_domain": per_domain,
             "capture_refused": sum(len(o.capture_refused) for o in outcomes),

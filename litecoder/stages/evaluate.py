@@ -22,6 +22,7 @@ from litecoder.config import Config
 from litecoder.context import StageContext
 from litecoder.harbor import runner
 from litecoder.io import StageError, tail, write_json, write_text
+from litecoder.records import ModelInfo, Splits
 from litecoder.sandbox import docker_client
 from litecoder.serve import serve
 from litecoder.tracking import StageRun, progress
@@ -152,16 +153,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
     track = StageRun("evaluate", cfg, ctx.paths.workdir)
     docker_client()
     if cfg.eval.source == "local":
-        splits = json.loads((ctx.paths.envs / "splits.json").read_text())
-        tasks = [(ctx.paths.envs / t).resolve() for t in splits["heldout"]]
+        splits = ctx.read_one("envs", Splits, "splits.json")
+        tasks = [(ctx.paths.envs / t).resolve() for t in splits.heldout]
         if not tasks:
             raise StageError("the held-out split is empty: raise envprep.heldout_fraction")
     else:
         tasks = download(cfg, ctx.root)
-    info = json.loads((ctx.paths.models / "model.json").read_text())
-    models = {"tuned": info["checkpoint"]}
+    info = ctx.read_one("models", ModelInfo, "model.json")
+    models = {"tuned": info.checkpoint}
     if cfg.eval.baseline:
-        models["baseline"] = info["base_model"]
+        models["baseline"] = info.base_model
     expected = len(tasks) * cfg.eval.k * len(models) if tasks else 0
     scores = {}
     with progress("evaluate", expected) as bar:

@@ -27,6 +27,7 @@ from litecoder.harbor import runner
 from litecoder.harbor.taskdir import litecoder_meta
 from litecoder.io import StageError, tail, write_text
 from litecoder.llm import META_HEADER
+from litecoder.records import Splits
 from litecoder.sandbox import docker_client
 from litecoder.tracking import StageRun, progress
 
@@ -120,8 +121,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     track = StageRun("rollout", cfg, ctx.paths.workdir)
     docker_client()  # a clear error now if Docker is not there
     envs = ctx.paths.envs
-    splits = json.loads((envs / "splits.json").read_text())
-    task_ids = splits["train"] + (splits["heldout"] if cfg.rollout.split == "all" else [])
+    splits = ctx.read_one("envs", Splits, "splits.json")
+    task_ids = splits.train + (splits.heldout if cfg.rollout.split == "all" else [])
     shares = assign(task_ids, cfg.rollout.agents)
     work = ctx.root / ".litecoder" / "rollout"
     jobs_dir = work / "jobs"

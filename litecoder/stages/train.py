@@ -28,6 +28,7 @@ from litecoder.config import Config
 from litecoder.context import StageContext, env_python
 from litecoder.harbor.runner import die_with_parent
 from litecoder.io import StageError, write_json, write_text
+from litecoder.records import ModelInfo
 from litecoder.tracking import StageRun
 
 log = logging.getLogger(__name__)
@@ -341,14 +342,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
         w.writerow(["step", "loss"])
         for h in hist:
             w.writerow([int(h.get("step", 0)), h["loss"]])
-    write_json(
-        ctx.paths.models / "model.json",
-        {
-            "checkpoint": str(out.relative_to(ctx.paths.workdir)),
-            "base_model": base_rel,
-            "recipe": cfg.train.name,
-        },
+    info = ModelInfo(
+        checkpoint=str(out.relative_to(ctx.paths.workdir)),
+        base_model=base_rel,
+        recipe=cfg.train.name,
     )
+    write_json(ctx.paths.models / "model.json", info.model_dump())
     losses = [h["loss"] for h in hist]
     track.metrics.update(
         {
