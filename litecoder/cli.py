@@ -26,6 +26,8 @@ from rich.logging import RichHandler
 
 from litecoder.config import CONF_DIR_NAME, ConfigError, load_config, validate
 from litecoder.io import MissingInput, StageError, write_text
+from litecoder.llm import LLMError
+from litecoder.llm.parse import one_line
 from litecoder.pipeline import ORDER, STAGES, run_stage
 from litecoder.sandbox import SandboxError
 
@@ -127,17 +129,21 @@ def _run_main(argv: list[str]) -> int:
 
 
 def _params_main(argv: list[str]) -> int:
-    """Write the composed default config exactly as DVC's Hydra integration does."""
-    from dvc.utils.hydra import compose_and_dump
+    """Compose conf/ into params.yaml exactly as DVC's Hydra integration does."""
+    from litecoder.params import LOCAL, write_params
 
-    p = argparse.ArgumentParser(prog="litecoder params")
+    p = argparse.ArgumentParser(
+        prog="litecoder params",
+        description="compose conf/ into params.yaml (validated first); OVERRIDEs persist in "
+        f"conf/{LOCAL}, so dvc exp run -S and later runs keep them",
+    )
     p.add_argument("-o", "--output", type=Path, default=Path("params.yaml"))
+    p.add_argument("--reset", action="store_true", help="drop the persisted overrides first")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
-    conf_dir = (Path.cwd() / CONF_DIR_NAME).resolve()
-    compose_and_dump(a.output, str(conf_dir), None, "config", str(Path.cwd()), a.overrides)
-    load_config(params=a.output, check_env=False)  # what DVC composed must validate
-    print(f"wrote {a.output}")
+    local = write_params(a.output, a.overrides, reset=a.reset)
+    kept = f" (overrides kept in {local.relative_to(Path.cwd())})" if local.exists() else ""
+    print(f"wrote {a.output}{kept}")
     return 0
 
 
@@ -246,6 +252,7 @@ ERRORS: list[tuple[type[BaseException], int, str]] = [
     (SandboxError, 3, "error: "),
     (MissingInput, 4, "error: "),
     (StageError, 5, "error: "),
+    (LLMError, 6, "error: "),
 ]
 
 
@@ -263,19 +270,28 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     handler, _ = COMMANDS[argv[0]]
+    verbose = "-v" in argv[1:] or "--verbose" in argv[1:]
     try:
         code = handler(argv[1:])
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
+    except SystemExit:
+        raise
     except Exception as e:
+        if verbose:
+            raise
         for kind, exit_code, prefix in ERRORS:
             if isinstance(e, kind):
                 print(f"{prefix}{e}", file=sys.stderr)
                 code = exit_code
                 break
-        else:
-            raise
+        else:  # a bug, or something unforeseen: still one line (-v shows the traceback)
+            print(
+                f"error: {type(e).__name__}: {one_line(e)} (run with -v for details)",
+                file=sys.stderr,
+            )
+            code = 1
     sys.exit(code)
 
 

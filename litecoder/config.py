@@ -90,8 +90,12 @@ class Teacher(Strict):
     litellm_provider: str = "openai"
     sampling: Sampling = Sampling()
     limits: Limits = Limits()
-    timeout_s: float = Field(default=600, gt=0)
-    max_retries: int = Field(default=6, ge=0)
+    timeout_s: float = Field(default=600, gt=0)  # one HTTP request
+    # How long one request may keep retrying transient failures (429, 5xx, timeouts, refused
+    # connections, bad answers), outages included, before it fails.
+    max_wait_s: float = Field(default=900, gt=0)
+    # Check the endpoint (GET /models) before a stage spends anything on it.
+    preflight: bool = True
     price: Price = Price()
 
     @model_validator(mode="after")
@@ -506,9 +510,23 @@ class Report(Strict):
         return self
 
 
+class Spend(Strict):
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+
+
+class Budget(Strict):
+    stage: Spend = Spend()  # one stage run
+    run: Spend = Spend()  # everything spent in this run directory (its ledger)
+
+
 class LLM(Strict):
     cache_dir: str = ".litecoder/cache"
     cache: bool = True
+    # A stage fails (no DVC lock; a re-run retries what failed) when more of its records than
+    # this share failed on the endpoint rather than on the model's output.
+    max_failed_fraction: float = Field(default=0.02, ge=0, le=1)
+    budget: Budget = Budget()
 
 
 class Experiment(Strict):

@@ -1,7 +1,12 @@
-"""What every stage run gets: validated config, paths, LLM endpoints, cache and accounting."""
+"""What every stage run gets: validated config, paths, typed reads, LLM endpoints (checked
+before anything is spent), the response cache, usage with its spending guard, and the honest
+end of a stage whose records failed on the endpoint."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,9 +16,12 @@ from pydantic import BaseModel
 
 from litecoder.config import Config
 from litecoder.endpoints import Endpoints
-from litecoder.io import read_model, read_records
-from litecoder.llm import LLMClient, ResponseCache, UsageBook, open_cache
+from litecoder.io import StageError, read_model, read_records
+from litecoder.llm import EndpointError, Limit, LLMClient, ResponseCache, UsageBook, open_cache
+from litecoder.llm.usage import add_to_ledger, read_ledger
 from litecoder.pipeline import Paths, producer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,14 +43,46 @@ class StageContext:
         path = getattr(self.paths, name) / sub if sub else getattr(self.paths, name)
         return read_model(path, model, producer=producer(name))
 
-    def client(self, role: str) -> LLMClient:
+    def client(self, role: str, *, cached: bool = True, share_identical: bool = True) -> LLMClient:
         teacher = self.cfg.teacher(role)
         return LLMClient(
             teacher,
             base_url=self.endpoints.url(role),
-            cache=self.cache,
+            cache=self.cache if cached else None,
+            share_identical=share_identical,
             usage=self.usage.for_teacher(teacher.name),
+            book=self.usage,
         )
+
+    def preflight(self, roles: tuple[str, ...]) -> None:
+        """Check each endpoint the stage will use, before it spends anything; say so when a
+        role runs on the offline stand-in."""
+        checked = {self.endpoints.url(r): r for r in roles if self.cfg.teacher(r).preflight}
+
+        async def check() -> None:
+            for role in checked.values():
+                async with LLMClient(
+                    self.cfg.teacher(role), base_url=self.endpoints.url(role)
+                ) as c:
+                    await c.preflight()
+
+        if checked:
+            try:
+                asyncio.run(check())
+            except EndpointError as e:
+                raise StageError(str(e)) from None
+
+    def check_failures(self, stage: str, errors: list[str], total: int) -> None:
+        """Fail the stage (its outputs are written; DVC does not lock it) when more records
+        than llm.max_failed_fraction failed on the endpoint; a re-run retries just those."""
+        limit = self.cfg.llm.max_failed_fraction
+        if total and len(errors) / total > limit:
+            common, n = Counter(errors).most_common(1)[0]
+            raise StageError(
+                f"{stage}: {len(errors)} of {total} records failed on the endpoint (more than "
+                f"llm.max_failed_fraction {limit}); {n} of them: {common[:300]}. Finished "
+                "records are kept in the response cache: run the stage again to retry the rest"
+            )
 
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
@@ -63,12 +103,27 @@ def cache_dir(cfg: Config, root: Path) -> Path | None:
     return d if d.is_absolute() else root / d
 
 
+def usage_book(cfg: Config, ledger: Path) -> UsageBook:
+    b = cfg.llm.budget
+    return UsageBook(
+        stage_limit=Limit(b.stage.max_cost_usd, b.stage.max_tokens),
+        run_limit=Limit(b.run.max_cost_usd, b.run.max_tokens),
+        spent_before=read_ledger(ledger),
+    )
+
+
 @contextmanager
-def stage_context(cfg: Config, root: Path, workdir: Path) -> Iterator[StageContext]:
+def stage_context(
+    cfg: Config, root: Path, workdir: Path, stage: str = "stage"
+) -> Iterator[StageContext]:
     cache = open_cache(cache_dir(cfg, root))
+    paths = Paths(workdir, cfg)
+    usage = usage_book(cfg, paths.ledger)
     try:
         with Endpoints(cfg, root) as endpoints:
-            yield StageContext(cfg, root, Paths(workdir, cfg), endpoints, cache, UsageBook())
+            yield StageContext(cfg, root, paths, endpoints, cache, usage)
     finally:
         if cache is not None:
             cache.close()
+        if usage.total().requests:  # what this run of the stage really spent
+            add_to_ledger(paths.ledger, stage, usage.total())

@@ -60,6 +60,7 @@ class StageSpec:
     metrics: tuple[str, ...] = ()  # DATA names of metrics files besides metrics/<stage>.json
     plots: tuple[str, ...] = ()  # DATA names
     reads_metrics: tuple[str, ...] = ()  # stages whose metrics/<stage>.json it reads
+    roles: tuple[str, ...] = ()  # model roles it calls (their endpoints are checked first)
 
     @property
     def metrics_file(self) -> str:
@@ -82,7 +83,13 @@ STAGES: dict[str, StageSpec] = {
         _stage(
             "sample", reads=(), writes=("sampled",), params=("taxonomy", "models.sample", "sampler")
         ),
-        _stage("judge", reads=("sampled",), writes=("judged",), params=("models.judge", "judge")),
+        _stage(
+            "judge",
+            reads=("sampled",),
+            writes=("judged",),
+            params=("models.judge", "judge", "llm"),
+            roles=("judge",),
+        ),
         _stage("dedup", reads=("judged",), writes=("accepted", "duplicates"), params=("dedup",)),
         _stage(
             "envprep",
@@ -91,7 +98,8 @@ STAGES: dict[str, StageSpec] = {
             "litecoder/sandbox",
             reads=("accepted",),
             writes=("envs",),
-            params=("models.agent", "envprep", "security"),
+            params=("models.agent", "envprep", "security", "llm"),
+            roles=("agent",),
         ),
         _stage(
             "rollout",
@@ -99,7 +107,8 @@ STAGES: dict[str, StageSpec] = {
             "litecoder/sandbox",
             reads=("envs",),
             writes=("rollouts",),
-            params=("models.agent", "rollout", "security"),
+            params=("models.agent", "rollout", "security", "llm"),
+            roles=("agent",),
         ),
         _stage(
             "filter",
@@ -185,6 +194,11 @@ class Paths:
     def metrics(self, stage: str) -> Path:
         return self.workdir / STAGES[stage].metrics_file
 
+    @property
+    def ledger(self) -> Path:
+        """What LLM calls of this run directory have cost (the spending guard's run budget)."""
+        return self.workdir / ".litecoder" / "spend.json"
+
 
 # --- dvc.yaml ---------------------------------------------------------------------------------
 
@@ -238,8 +252,17 @@ def dvc_yaml() -> str:
 def run_stage(name: str, cfg: Config, *, root: Path, workdir: Path) -> dict[str, Any]:
     from litecoder.context import stage_context
 
-    log.info("stage %s (experiment %s) in %s", name, cfg.experiment.name, workdir)
-    with stage_context(cfg, root, workdir) as ctx:
-        metrics = STAGES[name].function()(ctx)
+    spec = STAGES[name]
+    stand_in = [r for r in spec.roles if cfg.teacher(r).stand_in and not cfg.teacher(r).base_url]
+    note = (
+        f" -- on the offline stand-in teacher ({', '.join(f'models.{r}' for r in stand_in)}: "
+        "scripted answers, not a model)"
+        if stand_in
+        else ""
+    )
+    log.info("stage %s (experiment %s) in %s%s", name, cfg.experiment.name, workdir, note)
+    with stage_context(cfg, root, workdir, name) as ctx:
+        ctx.preflight(spec.roles)
+        metrics = spec.function()(ctx)
     log.info("stage %s done in %.1fs", name, metrics.get("duration_s", 0.0))
     return metrics

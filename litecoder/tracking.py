@@ -44,6 +44,19 @@ class RateColumn(TextColumn):
         return f"{speed:.2f}/s" if speed else "-/s"
 
 
+class OutageColumn(TextColumn):
+    """'endpoint ... down, waiting 12s' while an endpoint's requests wait (llm.breaker)."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task: Any) -> Any:
+        from litecoder.llm import outage_status
+
+        status = outage_status()
+        return f"[bold red]{status}" if status else ""
+
+
 @contextmanager
 def progress(description: str, total: int) -> Iterator[Any]:
     """A progress bar with counts, rate and ETA; `advance()` per finished item."""
@@ -56,6 +69,7 @@ def progress(description: str, total: int) -> Iterator[Any]:
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
+        OutageColumn(),
     ]
     with Progress(*cols, console=console, transient=False, disable=total == 0) as p:
         task = p.add_task(description, total=total)

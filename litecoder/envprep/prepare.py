@@ -28,7 +28,7 @@ VERSION = 3  # bump when the stage's output format changes: invalidates the work
 
 def fingerprint(cfg: Config, task: JudgedTask) -> str:
     agent = cfg.teacher("agent").model_dump(
-        exclude={"limits", "base_url", "timeout_s", "max_retries"}
+        exclude={"limits", "base_url", "timeout_s", "max_wait_s", "preflight"}
     )
     payload = {
         "v": VERSION,
@@ -96,6 +96,10 @@ async def prepare(ep: EnvprepContext, task: JudgedTask, fp: str) -> EnvOutcome:
         log.exception("envprep of %s crashed", task.id)
         out.step, out.reason = "internal", f"{type(e).__name__}: {e}"
     out.timings.total_s = time.monotonic() - start
+    if (out.reason or "").startswith("llm_error"):
+        # The endpoint failed, not the task: nothing is committed, a re-run tries it again.
+        shutil.rmtree(tmp, ignore_errors=True)
+        return out
     # Commit: the work entry appears whole or not at all.
     final = ep.work / fp
     write_json(tmp / "outcome.json", out.record())

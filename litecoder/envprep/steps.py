@@ -50,7 +50,8 @@ async def refine(ep: EnvprepContext, task: JudgedTask, out: EnvOutcome) -> Refin
     out.tokens["prompt"] += res.prompt_tokens
     out.tokens["completion"] += res.completion_tokens
     if not res.ok or res.value is None:
-        raise StepFailed("refine", res.error or "no instruction")
+        why = res.error or "no instruction"
+        raise StepFailed("refine", f"llm_error: {why}" if res.error_kind == "api" else why)
     return res.value
 
 

@@ -120,4 +120,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         }
         for o in outcomes
     ]
-    return track.finish()
+    metrics = track.finish()
+    # Tasks the endpoint failed (not the model's doing): the stage is not done with them.
+    errors = [o.reason or "" for o in outcomes if (o.reason or "").startswith("llm_error")]
+    ctx.check_failures("envprep", errors, len(outcomes))
+    return metrics

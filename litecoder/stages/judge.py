@@ -160,4 +160,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         }
         for r in judged
     ]
-    return track.finish()
+    metrics = track.finish()
+    asked = [r for r in judged if r.judge is not None]
+    errors = [r.judge.error or "" for r in asked if r.judge and r.judge.error_kind == "api"]
+    ctx.check_failures("judge", errors, len(asked))
+    return metrics

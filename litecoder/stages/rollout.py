@@ -17,12 +17,14 @@ import json
 import logging
 import os
 import shutil
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from litecoder.config import Config, RolloutAgent
 from litecoder.context import StageContext
+from litecoder.gateway import SESSION_HEADER, Gateway
 from litecoder.harbor import runner
 from litecoder.harbor.taskdir import litecoder_meta
 from litecoder.io import StageError, tail, write_text
@@ -57,6 +59,8 @@ def agent_config(cfg: Config, agent: RolloutAgent, api_base: str) -> dict[str, A
     kwargs = dict(agent.kwargs)
     if agent.name.startswith("terminus"):
         kwargs.setdefault("api_base", api_base)
+        # Harbor names the agent's session after the trial: the gateway counts per trial.
+        kwargs.setdefault("session_id_headers", [SESSION_HEADER])
         if cfg.rollout.model_info:
             kwargs.setdefault("model_info", cfg.rollout.model_info)
         # What the agent's requests are, as metadata (see litecoder.llm.META_HEADER).
@@ -96,7 +100,7 @@ def job_config(
 
 def fingerprint(cfg: Config, agent: RolloutAgent, task_dirs: list[Path]) -> str:
     teacher = cfg.teacher("agent").model_dump(
-        exclude={"limits", "base_url", "timeout_s", "max_retries"}
+        exclude={"limits", "base_url", "timeout_s", "max_wait_s", "preflight"}
     )
     payload = {
         "agent": agent.model_dump(),
@@ -107,12 +111,21 @@ def fingerprint(cfg: Config, agent: RolloutAgent, task_dirs: list[Path]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def teacher_env(cfg: Config) -> dict[str, str]:
-    """Environment of the Harbor process: the teacher's key as LiteLLM's OPENAI_API_KEY (in
-    memory only; Harbor's config files never see it)."""
+def teacher_env(cfg: Config, agent: RolloutAgent) -> dict[str, str]:
+    """Environment of the Harbor process. Terminus-2 reaches the teacher through the gateway,
+    which holds the key: Harbor gets none. Agents that install themselves in the container
+    (needs_network) cannot reach the host's loopback gateway and get the teacher's key as
+    LiteLLM's OPENAI_API_KEY (in memory only; Harbor's config files never see it)."""
     teacher = cfg.teacher("agent")
-    key = os.environ.get(teacher.api_key_env, "") if teacher.api_key_env else ""
-    return runner.harbor_env(OPENAI_API_KEY=key or "EMPTY")
+    key = ""
+    if not agent.name.startswith("terminus") and teacher.api_key_env:
+        key = os.environ.get(teacher.api_key_env, "")
+    return runner.harbor_env(OPENAI_API_KEY=key or "litecoder-gateway")
+
+
+def gateway_port(root: Path) -> int:
+    """A port that stays the same for a project (a resumed Harbor job keeps its api_base)."""
+    return 40000 + zlib.crc32(f"{root.resolve()}:gateway".encode()) % 20000
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -127,7 +140,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     work = ctx.root / ".litecoder" / "rollout"
     jobs_dir = work / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
-    api_base = ctx.endpoints.url("agent")
+    gateway = Gateway(
+        lambda: ctx.client("agent", cached=False, share_identical=False),
+        port=gateway_port(ctx.root),
+    )
 
     jobs = []
     for agent in cfg.rollout.agents:
@@ -140,7 +156,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     expected_total = sum(len(d) * cfg.rollout.n_attempts for _, d, _ in jobs)
     harbor_s = 0.0
     resumed = 0
-    with progress("rollout", expected_total) as bar:
+    with gateway, progress("rollout", expected_total) as bar:
+        api_base = gateway.base_url
         for agent, dirs, name in jobs:
             job_dir = jobs_dir / name
             expected = len(dirs) * cfg.rollout.n_attempts
@@ -179,7 +196,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 cmd = [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"]
             secs, rc = runner.run_harbor(
                 cmd,
-                env=teacher_env(cfg),
+                env=teacher_env(cfg, agent),
                 job_dir=job_dir,
                 log_path=log_path,
                 timeout_s=cfg.rollout.harbor_timeout_s,
@@ -240,6 +257,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             # What litecoder had to do about the trial containers (README, Security).
             "sanitized_files": sum(t["sanitized"] for t in trials),
             "trials_hitting_limits": dict(Counter(k for t in trials for k in t["limits_hit"])),
+            # Every LLM call of the agents, through the gateway: tokens and cost.
+            "llm": gateway.summary(),
             "timing": {
                 "stage_wall_s": round(wall, 2),
                 "harbor_wall_s": round(harbor_s, 2),

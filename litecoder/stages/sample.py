@@ -161,4 +161,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     track.table = [
         r.model_dump(include={"id", "domain", "subtopic", "task", "outcome"}) for r in records
     ]
-    return track.finish()
+    metrics = track.finish()
+    ctx.check_failures(
+        "sample", [r.error or "" for r in records if r.error_kind == "api"], len(records)
+    )
+    return metrics

@@ -1,0 +1,208 @@
+"""The gateway: a local OpenAI-compatible proxy that puts Harbor's agents behind litecoder's
+client layer.
+
+During a rollout every agent's LLM call goes to this server on loopback, which forwards it
+through one `LLMClient` of the teacher: its concurrency and requests/tokens-per-minute limits
+are shared by all concurrent trials, an outage makes calls wait (circuit breaker, time
+budget) instead of failing trials, the spending guard applies, and every call's tokens and
+cost are counted per trial and per agent. The agents get the gateway as their `api_base`; the
+real API key stays in this process. Streaming requests are streamed through. Agent requests
+are never served from the response cache: two trials asking the same thing must each get
+their own sample.
+
+Trials are told apart by the `X-Litecoder-Session` header (Terminus-2's `session_id_headers`:
+Harbor names the agent session after the trial) and agents by the request metadata header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from litecoder.llm import META_HEADER, LLMClient, LLMError, Usage
+
+log = logging.getLogger(__name__)
+SESSION_HEADER = "X-Litecoder-Session"
+
+
+@dataclass
+class Accounts:
+    """Usage per trial and per agent (the gateway's thread writes, the stage reads at the end)."""
+
+    by_trial: dict[str, Usage] = field(default_factory=dict)
+    by_agent: dict[str, Usage] = field(default_factory=dict)
+    trial_agent: dict[str, str] = field(default_factory=dict)
+
+    def add(self, trial: str, agent: str, raw: dict[str, Any], price: Any) -> None:
+        usage = raw.get("usage") or {}
+        u = Usage(
+            calls=1,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+        u.cost_usd = (
+            u.prompt_tokens * price.input_per_mtok + u.completion_tokens * price.output_per_mtok
+        ) / 1e6
+        self.by_trial.setdefault(trial, Usage()).add(u)
+        self.by_agent.setdefault(agent, Usage()).add(u)
+        self.trial_agent[trial] = agent
+
+
+class Gateway:
+    """Start with `with Gateway(make_client) as gw:`; agents use `gw.base_url`."""
+
+    def __init__(self, make_client: Callable[[], LLMClient], *, port: int = 0):
+        self.make_client = make_client
+        self.port = port
+        self.base_url = ""
+        self.accounts = Accounts()
+        self.client: LLMClient | None = None
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- HTTP --
+
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completion)
+        app.router.add_get("/v1/models", self._models)
+        return app
+
+    async def _models(self, _: web.Request) -> web.StreamResponse:
+        assert self.client is not None
+        model = self.client.teacher.model
+        return web.json_response({"object": "list", "data": [{"id": model, "object": "model"}]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._forward(request, "chat")
+
+    async def _completion(self, request: web.Request) -> web.StreamResponse:
+        return await self._forward(request, "completion")
+
+    async def _forward(self, request: web.Request, kind: Any) -> web.StreamResponse:
+        assert self.client is not None
+        try:
+            body = await request.json()
+            meta = json.loads(request.headers.get(META_HEADER) or "{}") or {}
+        except ValueError:
+            return _error(400, "the request body is not JSON")
+        trial = request.headers.get(SESSION_HEADER, "unknown").removesuffix("__agent")
+        agent = str(meta.get("agent") or "unknown")
+        meta = {**meta, "trial": trial}
+        if body.get("stream"):
+            return await self._stream(request, kind, body, meta, trial, agent)
+        try:
+            resp = await self.client.forward(kind, body, meta)
+        except LLMError as e:
+            return _error(429 if e.budget else 503 if e.transient else 400, str(e))
+        assert resp.raw is not None
+        self.accounts.add(trial, agent, resp.raw, self.client.teacher.price)
+        return web.json_response(resp.raw)
+
+    async def _stream(
+        self, request: web.Request, kind: Any, body: dict[str, Any], meta: dict[str, Any],
+        trial: str, agent: str,
+    ) -> web.StreamResponse:  # fmt: skip
+        assert self.client is not None
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        started = False
+        try:
+            async for chunk in self.client.stream(kind, body, meta):
+                if not started:
+                    await out.prepare(request)
+                    started = True
+                if chunk.get("usage"):
+                    self.accounts.add(trial, agent, chunk, self.client.teacher.price)
+                await out.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        except LLMError as e:
+            if not started:
+                return _error(429 if e.budget else 503 if e.transient else 400, str(e))
+            await out.write(f"data: {json.dumps({'error': {'message': str(e)}})}\n\n".encode())
+        if not started:
+            await out.prepare(request)
+        await out.write(b"data: [DONE]\n\n")
+        await out.write_eof()
+        return out
+
+    # -- lifecycle --
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def start() -> web.AppRunner:
+            self.client = self.make_client()
+            runner = web.AppRunner(self._app(), access_log=None)
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=1024)
+                await site.start()
+            except OSError:  # the preferred port is taken
+                site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+                await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.base_url = f"http://127.0.0.1:{port}/v1"
+            return runner
+
+        try:
+            self._runner = self._loop.run_until_complete(start())
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> Gateway:
+        self._thread = threading.Thread(target=self._serve, name="litecoder-gateway", daemon=True)
+        self._thread.start()
+        self._ready.wait(60)
+        if self._error is not None:
+            raise self._error
+        log.info("agents reach the teacher through the gateway at %s", self.base_url)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            with contextlib.suppress(Exception):
+                await self._runner.cleanup()
+            if self.client is not None:
+                await self.client.aclose()
+
+        if self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+
+    def summary(self) -> dict[str, Any]:
+        """Tokens and cost in total, per agent and per trial (for metrics/rollout.json)."""
+        total = Usage()
+        for u in self.accounts.by_agent.values():
+            total.add(u)
+        gate = self.client.usage.to_dict() if self.client else {}
+        return {
+            "total": {
+                **total.to_dict(),
+                **{k: gate.get(k) for k in ("requests", "retries", "errors", "waited_outage_s")},
+            },
+            "per_agent": {k: v.to_dict() for k, v in sorted(self.accounts.by_agent.items())},
+            "per_trial": {
+                k: {"agent": self.accounts.trial_agent.get(k), **v.to_dict()}
+                for k, v in sorted(self.accounts.by_trial.items())
+            },
+        }
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": "litecoder_gateway"}}, status=status
+    )
