@@ -81,7 +81,11 @@ STAGES: dict[str, StageSpec] = {
     s.name: s
     for s in (
         _stage(
-            "sample", reads=(), writes=("sampled",), params=("taxonomy", "models.sample", "sampler")
+            "sample",
+            reads=(),
+            writes=("sampled",),
+            params=("taxonomy", "models.sample", "sampler", "llm"),
+            roles=("sample",),
         ),
         _stage(
             "judge",

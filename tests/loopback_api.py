@@ -12,8 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-# An action: ("ok", text) | ("ok", text, prompt_tokens, completion_tokens) | ("status", code,
-# headers) | ("sleep", seconds) then the next action | ("drop",) | ("empty",)
+# An action: ("ok", text) | ("ok", text, prompt_tokens, completion_tokens[, finish_reason]) |
+# ("status", code, headers) | ("sleep", seconds) then the next action | ("drop",) | ("empty",) |
+# ("raw", status, body bytes, content type): anything at all, e.g. a body that is not JSON
 Action = tuple[Any, ...]
 
 
@@ -21,6 +22,7 @@ Action = tuple[Any, ...]
 class ScriptedAPI:
     script: Callable[[int, dict[str, Any]], list[Action]] = lambda n, body: [("ok", "hello")]
     latency_s: float = 0.0
+    models: list[str] = field(default_factory=lambda: ["m"])  # GET /v1/models
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
@@ -31,6 +33,10 @@ class ScriptedAPI:
     def __enter__(self) -> ScriptedAPI:
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
+
+        async def models(request: web.Request) -> web.StreamResponse:
+            data = [{"id": m, "object": "model", "owned_by": "test"} for m in self.models]
+            return web.json_response({"object": "list", "data": data})
 
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await request.json()
@@ -53,6 +59,10 @@ class ScriptedAPI:
                             status=action[1],
                             headers=action[2] if len(action) > 2 else None,
                         )
+                    elif kind == "raw":
+                        return web.Response(
+                            status=action[1], body=action[2], content_type=action[3]
+                        )
                     elif kind == "drop":
                         assert request.transport is not None
                         request.transport.close()
@@ -60,8 +70,9 @@ class ScriptedAPI:
                     elif kind in ("ok", "empty"):
                         text = action[1] if kind == "ok" else ""
                         pt, ct = (action[2], action[3]) if len(action) > 3 else (10, 5)
+                        finish = action[4] if len(action) > 4 else "stop"
                         chat = request.path.endswith("/chat/completions")
-                        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+                        choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
                         if chat:
                             choice["message"] = {"role": "assistant", "content": text}
                         else:
@@ -88,6 +99,7 @@ class ScriptedAPI:
             app = web.Application()
             app.router.add_post("/v1/completions", handle)
             app.router.add_post("/v1/chat/completions", handle)
+            app.router.add_get("/v1/models", models)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -23,7 +23,7 @@ def teacher(base_url: str, **kw: Any) -> Teacher:
         "model": "m",
         "base_url": base_url,
         "timeout_s": 5,
-        "max_retries": 4,
+        "max_wait_s": 30,
         "magpie": Magpie(pre_query_template="<u>{system}", stop=["</u>"]),
     }
     args.update(kw)
@@ -35,7 +35,7 @@ def client(t: Teacher, cache: ResponseCache | None = None, usage: Usage | None =
 
 
 def test_completion_chat_and_cache(stand_in: StandIn, tmp_path: Path) -> None:
-    cache = ResponseCache(tmp_path / "c.sqlite")
+    cache = ResponseCache(tmp_path / "cache")
     usage = Usage()
 
     async def go() -> tuple[Any, ...]:
@@ -102,18 +102,161 @@ def test_5xx_timeout_and_dropped_connection_are_retried() -> None:
     }
     usage = Usage()
     with ScriptedAPI(lambda n, body: plan[n]) as api:
-        r = asyncio.run(_complete(teacher(api.base_url, timeout_s=1, max_retries=5), usage))
+        r = asyncio.run(_complete(teacher(api.base_url, timeout_s=1), usage))
     assert r.text == "finally"
     assert usage.retries == 4 and usage.requests == 5 and usage.errors == 0
 
 
-def test_gives_up_with_a_reason() -> None:
+def test_gives_up_when_its_time_budget_is_spent() -> None:
+    """Retries are timed, not counted: an endpoint failing for longer than max_wait_s ends in
+    one error line naming the cause, the time and the tries."""
     usage = Usage()
     with ScriptedAPI(lambda n, body: [("status", 503)]) as api:
-        with pytest.raises(LLMError, match=r"HTTP 503.*after 3 tries"):
-            asyncio.run(_complete(teacher(api.base_url, max_retries=2), usage))
-        assert len(api.requests) == 3
+        start = time.monotonic()
+        with pytest.raises(LLMError, match=r"HTTP 503.*gave up after \d+s and \d+ tries") as err:
+            asyncio.run(_complete(teacher(api.base_url, max_wait_s=3), usage))
+        took = time.monotonic() - start
+        assert len(api.requests) >= 3
+    assert took < 3 + 2 and err.value.transient and "\n" not in str(err.value)
     assert usage.errors == 1
+
+
+def test_answers_that_are_not_openai_responses_are_retried() -> None:
+    """A 200 whose body is not JSON, not UTF-8 or has no choices: transient, never a crash."""
+    plan = {
+        0: [("raw", 200, b"<html>gateway error</html>", "text/html")],
+        1: [("raw", 200, b"\xff\xfe not utf-8", "application/json")],
+        2: [("raw", 200, b'{"id": "x", "object": "chat.completion"}', "application/json")],
+        3: [("ok", "good")],
+    }
+    usage = Usage()
+    with ScriptedAPI(lambda n, body: plan[n]) as api:
+        r = asyncio.run(_complete(teacher(api.base_url), usage))
+    assert r.text == "good" and usage.retries == 3
+
+
+def test_garbage_forever_is_one_line_not_a_traceback() -> None:
+    with ScriptedAPI(lambda n, body: [("raw", 200, b"not json", "text/plain")]) as api:
+        out = asyncio.run(_chat_validated(teacher(api.base_url, max_wait_s=2), Usage(), 1))
+    assert not out.ok and out.error_kind == "api" and out.error
+    assert "not an OpenAI response" in out.error and "\n" not in out.error
+
+
+def test_an_outage_makes_requests_wait_together() -> None:
+    """While the endpoint is down, the circuit breaker lets one probe through at a time
+    instead of every request burning its own retries; when it is back, all go through."""
+    down_until = time.monotonic() + 4
+    usage = Usage()
+
+    def script(n: int, body: dict[str, Any]) -> list[Any]:
+        if time.monotonic() < down_until:
+            return [("status", 429, {"Retry-After": "0.2"})]
+        return [("ok", "back")]
+
+    with ScriptedAPI(script) as api:
+        t = teacher(api.base_url, max_wait_s=60)
+        rs = asyncio.run(_many(t, 40, usage))
+        during = sum(1 for x in api.times if x < down_until)
+    assert all(r.text == "back" for r in rs) and usage.errors == 0
+    # 40 requests, 4 s down: without the breaker each would retry every ~0.2 s (~800 tries).
+    assert during < 120, during
+
+
+def test_truncated_answers_are_invalid_output() -> None:
+    answers = [("ok", '{"answer": 4', 10, 2048, "length"), ("ok", '{"answer": 42}')]
+    usage = Usage()
+    with ScriptedAPI(lambda n, body: [answers[n]]) as api:
+        out = asyncio.run(_chat_validated(teacher(api.base_url), usage, max_reasks=1))
+        reask = api.requests[1]["messages"][-1]["content"]
+    assert out.ok and out.value == {"answer": 42} and usage.truncated == 1
+    assert "cut off at max_tokens" in reask
+    with ScriptedAPI(lambda n, body: [("ok", '{"a": 1}', 10, 2048, "length")]) as api:
+        out = asyncio.run(_chat_validated(teacher(api.base_url), Usage(), max_reasks=0))
+    assert not out.ok and out.error_kind == "invalid_output" and "cut off" in (out.error or "")
+
+
+def test_spending_guard_stops_requests() -> None:
+    from litecoder.llm import Limit, UsageBook
+
+    book = UsageBook(stage_limit=Limit(max_cost_usd=0.003))  # each call costs $0.002
+    with ScriptedAPI(lambda n, body: [("ok", "x", 1000, 500)]) as api:
+        t = teacher(api.base_url, price=Price(input_per_mtok=1.0, output_per_mtok=2.0))
+
+        async def go() -> list[Any]:
+            usage = book.for_teacher("t")
+            async with LLMClient(t, usage=usage, book=book) as c:
+                out = []
+                for i in range(5):
+                    try:
+                        out.append(await c.complete(f"p{i}", seed=i))
+                    except LLMError as e:
+                        out.append(e)
+                return out
+
+        out = asyncio.run(go())
+    assert [isinstance(o, LLMError) for o in out] == [False, False, True, True, True]
+    err = out[2]
+    assert isinstance(err, LLMError) and err.budget and "max_cost_usd" in str(err)
+    assert len(api.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("refused", "connection refused"),
+        ("dns", "cannot resolve the host name"),
+        ("not_openai", "not an OpenAI-compatible server"),
+        ("bad_key", "refused the API key"),
+        ("wrong_model", "is not served"),
+    ],
+)
+def test_preflight_names_the_cause_quickly(
+    case: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiohttp import web
+
+    from litecoder.llm import EndpointError
+
+    async def check(t: Teacher) -> None:
+        async with LLMClient(t) as c:
+            await c.preflight()
+
+    async def not_implemented(_: web.Request) -> web.Response:
+        return web.Response(status=501, text="no")
+
+    def other_server() -> Any:  # an HTTP server that is not an OpenAI one
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", not_implemented)
+        return app
+
+    start = time.monotonic()
+    with pytest.raises(EndpointError, match=expected):
+        if case == "refused":
+            asyncio.run(check(teacher("http://127.0.0.1:1/v1")))
+        elif case == "dns":
+            asyncio.run(check(teacher("http://no-such-host.invalid/v1")))
+        elif case == "not_openai":
+            import socket
+            import threading
+
+            loop = asyncio.new_event_loop()
+            runner = web.AppRunner(other_server())
+            loop.run_until_complete(runner.setup())
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+            threading.Thread(target=loop.run_forever, daemon=True).start()
+            asyncio.run(check(teacher(f"http://127.0.0.1:{port}/v1")))
+        elif case == "bad_key":
+            monkeypatch.setenv("LC_PF_KEY", "sk-right")
+            with StandIn(api_key_env="LC_PF_KEY") as server:
+                monkeypatch.setenv("LC_PF_KEY", "sk-wrong")
+                asyncio.run(check(teacher(server.base_url, api_key_env="LC_PF_KEY")))
+        else:
+            with ScriptedAPI(models=["other-model"]) as api:
+                asyncio.run(check(teacher(api.base_url, model="m")))
+    assert time.monotonic() - start < 10
 
 
 def test_client_errors_are_not_retried() -> None:
@@ -209,15 +352,36 @@ def test_api_key_read_from_env_at_call_time(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_cache_is_safe_for_concurrent_processes(tmp_path: Path) -> None:
+    """Eight writers at once (as on a cluster's shared file system), each also reading what
+    the others wrote while they write, some answers written twice: every answer is kept and
+    readable, and a writer killed mid-line loses only that line."""
     code = (
-        "import sys; from pathlib import Path; from litecoder.llm import ResponseCache\n"
-        "c = ResponseCache(Path(sys.argv[1]))\n"
-        "for i in range(300): c.put(f'{sys.argv[2]}-{i}', 'chat', 'm', {'i': i})\n"
+        "import sys, random; from pathlib import Path; from litecoder.llm import ResponseCache\n"
+        "c = ResponseCache(Path(sys.argv[1])); tag = sys.argv[2]\n"
+        "for i in range(400):\n"
+        "    pad = 'x' * random.randint(0, 5000)\n"
+        "    c.put(f'{tag}-{i}', 'chat', 'm', {'i': i, 'tag': tag, 'pad': pad})\n"
+        "    c.put(f'shared-{i % 50}', 'chat', 'm', {'i': i % 50, 'tag': 'shared'})\n"
+        "    other = f'w{(int(tag[1:]) + 1) % 8}-{i // 2}'\n"
+        "    got = c.get(other)\n"
+        "    assert got is None or got['tag'] == other.split('-')[0], got\n"
     )
-    db = tmp_path / "c.sqlite"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), tag]) for tag in "abc"]
-    assert [p.wait(60) for p in procs] == [0, 0, 0]
-    assert len(ResponseCache(db).keys()) == 900
+    cache_dir = tmp_path / "cache"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(cache_dir), f"w{k}"]) for k in range(8)
+    ]
+    assert [p.wait(120) for p in procs] == [0] * 8
+    # A writer killed mid-line: its partial last line is skipped, never fatal.
+    with (cache_dir / "dead-writer.jsonl").open("w") as f:
+        f.write('{"key": "dead-1", "kind": "chat", "model": "m", "response": {"i": 1}}\n')
+        f.write('{"key": "dead-2", "kind": "chat", "mod')
+    cache = ResponseCache(cache_dir)
+    keys = cache.keys()
+    assert len(keys) == 8 * 400 + 50 + 1 and "dead-2" not in keys
+    for k in range(8):
+        for i in (0, 199, 399):
+            assert cache.get(f"w{k}-{i}")["tag"] == f"w{k}"  # type: ignore[index]
+    assert cache.get("shared-7") == {"i": 7, "tag": "shared"}
 
 
 def test_parse_json_object() -> None:
@@ -244,6 +408,6 @@ async def _chat_validated(t: Teacher, usage: Usage, max_reasks: int) -> Any:
         )
 
 
-async def _many(t: Teacher, n: int, usage: Usage | None = None) -> None:
+async def _many(t: Teacher, n: int, usage: Usage | None = None) -> list[Any]:
     async with client(t, usage=usage) as c:
-        await asyncio.gather(*(c.complete(f"p{i}", seed=i) for i in range(n)))
+        return list(await asyncio.gather(*(c.complete(f"p{i}", seed=i) for i in range(n))))

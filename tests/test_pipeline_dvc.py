@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from litecoder.io import read_jsonl
+from litecoder.llm import ResponseCache
 from litecoder.standin import StandIn
 from tests.conftest import REPO, make_project, point_offline_teacher, run
 
@@ -146,18 +146,16 @@ def test_sample_killed_halfway_repeats_no_finished_request(tmp_path: Path) -> No
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        db = project / ".litecoder/cache/llm.sqlite"
+        cache_dir = project / ".litecoder/cache/responses"
         deadline = time.monotonic() + 60
         finished: set[str] = set()
         while time.monotonic() < deadline and len(finished) < 12:
             time.sleep(0.1)
-            if db.exists():
-                with sqlite3.connect(db) as con:
-                    finished = {r[0] for r in con.execute("SELECT key FROM responses")}
+            if cache_dir.exists():
+                finished = ResponseCache(cache_dir).keys()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        with sqlite3.connect(db) as con:
-            finished = {r[0] for r in con.execute("SELECT key FROM responses")}
+        finished = ResponseCache(cache_dir).keys()
         assert 12 <= len(finished) < 40
         assert not (project / "data/tasks/sampled.jsonl").exists()  # no half-written output
 

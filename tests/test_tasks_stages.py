@@ -73,6 +73,7 @@ def test_chat_mode_sampling(
     cfg = compose_cfg(
         "teacher@models.sample=openai_chat",
         f"models.sample.base_url={stand_in.base_url}",
+        "+models.sample.preflight=false",  # the stand-in does not serve this model
         "sampler.n_tasks=7",
     )
     _run(cfg, tmp_path, ("sample",))
@@ -90,8 +91,8 @@ def test_every_task_ends_with_an_outcome_under_faults(tmp_path: Path) -> None:
             "sampler.n_tasks=60",
             "models.sample.timeout_s=1",
             "models.judge.timeout_s=1",
-            "models.sample.max_retries=3",
-            "models.judge.max_retries=3",
+            "models.sample.max_wait_s=60",
+            "models.judge.max_wait_s=60",
             "llm.cache=false",
             base_url=server.base_url,
         )

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 class Breaker:
     def __init__(self, endpoint: str, threshold: int = 5, probe_min_s: float = 1.0,
-                 probe_max_s: float = 30.0):  # fmt: skip
+                 probe_max_s: float = 15.0):  # fmt: skip
         self.endpoint = endpoint
         self.threshold = threshold
         self.probe_min_s, self.probe_max_s = probe_min_s, probe_max_s
@@ -71,7 +71,7 @@ class Breaker:
         now = time.monotonic()
         if probe:
             self._probing = False
-            self._pause = min(self._pause * 2, self.probe_max_s)
+            self._pause = min(self._pause * 1.5, self.probe_max_s)
             self._next_probe = now + self._pause
             self._notify()
         elif not self.down and self.failures >= self.threshold:

@@ -115,13 +115,17 @@ class Outcome[V]:
     completion_tokens: int = 0
 
 
-def _connection_cause(exc: BaseException) -> str:
-    text = " ".join(str(e) for e in _chain(exc))
+def _connection_cause(exc: BaseException) -> str | None:
+    """What a transport error really was (the SDK reports a refused connection as a timeout)."""
+    chain = _chain(exc)
+    text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
     if re.search(r"refused|Connect call failed", text, re.I):
         return "connection refused"
-    if re.search(r"Name or service not known|nodename|resolve|getaddrinfo|DNS", text, re.I):
+    if re.search(r"Name or service not known|nodename|resolv|getaddrinfo|DNSError", text, re.I):
         return "cannot resolve the host name"
-    return f"connection error: {one_line(exc.__cause__ or exc)[:160]}"
+    if any(isinstance(e, OSError) for e in chain) or "Cannot connect" in text:
+        return f"cannot connect ({one_line(chain[-1])[:160]})"
+    return None
 
 
 def _chain(exc: BaseException | None) -> list[BaseException]:
@@ -204,10 +208,11 @@ class LLMClient:
         name, url = self.teacher.name, str(self.base_url)
         try:
             page = await self._client.with_options(timeout=timeout_s, max_retries=0).models.list()
-        except openai.APITimeoutError:
-            raise EndpointError(f"{name}: {url} did not answer in {timeout_s:.0f}s") from None
-        except openai.APIConnectionError as e:
-            raise EndpointError(f"{name}: cannot reach {url}: {_connection_cause(e)}") from None
+        except openai.APIConnectionError as e:  # APITimeoutError included
+            cause = _connection_cause(e)
+            if cause is None and isinstance(e, openai.APITimeoutError):
+                raise EndpointError(f"{name}: {url} did not answer in {timeout_s:.0f}s") from None
+            raise EndpointError(f"{name}: cannot reach {url}: {cause or one_line(e)}") from None
         except openai.APIStatusError as e:
             code = e.status_code
             if code in (401, 403):
@@ -431,10 +436,11 @@ class LLMClient:
             if e.status_code in PERMANENT_STATUS:
                 raise LLMError(msg, transient=False) from None
             raise Transient(msg, _retry_after(e)) from None
-        except openai.APITimeoutError:
-            raise Transient(f"no answer in {self.teacher.timeout_s:g}s") from None
-        except openai.APIConnectionError as e:
-            raise Transient(_connection_cause(e)) from None
+        except openai.APIConnectionError as e:  # APITimeoutError included
+            cause = _connection_cause(e)
+            if cause is None and isinstance(e, openai.APITimeoutError):
+                cause = f"no answer in {self.teacher.timeout_s:g}s"
+            raise Transient(cause or f"connection error: {one_line(e)[:160]}") from None
         except (openai.APIError, ValueError, UnicodeDecodeError, AttributeError) as e:
             raise Transient(f"the answer is not an OpenAI response ({one_line(e)[:120]})") from None
         if not isinstance(result, BaseModel):

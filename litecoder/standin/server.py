@@ -220,7 +220,9 @@ def build_app(opts: Options) -> web.Application:
     async def chat(request: web.Request) -> web.StreamResponse:
         return await handle(request, "chat")
 
-    async def models(_: web.Request) -> web.StreamResponse:
+    async def models(request: web.Request) -> web.StreamResponse:
+        if opts.api_key and request.headers.get("Authorization") != f"Bearer {opts.api_key}":
+            return web.json_response({"error": {"message": "invalid API key"}}, status=401)
         return web.json_response(
             {
                 "object": "list",
