@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import IO, Any
@@ -30,10 +31,15 @@ class ResponseCache:
         name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
         self._own = self.dir / name
         self._out: IO[bytes] | None = None
+        self._scanned_at = 0.0
         self._scan()
 
-    def _scan(self) -> None:
+    def _scan(self, at_most_every_s: float = 0.0) -> None:
         """Index what writers added since the last scan (complete lines only)."""
+        now = time.monotonic()
+        if now - self._scanned_at < at_most_every_s:
+            return
+        self._scanned_at = now
         for path in sorted(self.dir.glob("*.jsonl")):
             done = self._scanned.get(path, 0)
             try:
@@ -61,7 +67,8 @@ class ResponseCache:
         with self._lock:
             where = self._index.get(key)
             if where is None:
-                self._scan()
+                # What other writers added lately (at most once a second: a miss is common).
+                self._scan(at_most_every_s=1.0)
                 where = self._index.get(key)
             if where is None:
                 return None

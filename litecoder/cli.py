@@ -224,6 +224,36 @@ def _dvc_yaml_main(argv: list[str]) -> int:
     return 0
 
 
+def _gateway_main(argv: list[str]) -> int:
+    """Serve a role's teacher through litecoder's client layer on loopback until interrupted
+    (what rollouts start for their agents; useful for any other agent or tool too)."""
+    import signal
+    import threading
+
+    from litecoder.endpoints import Endpoints
+    from litecoder.gateway import Gateway
+    from litecoder.llm import LLMClient
+
+    p = argparse.ArgumentParser(prog="litecoder gateway", description=_gateway_main.__doc__)
+    p.add_argument("--params", type=Path)
+    p.add_argument("--role", default="agent", help="the model role to serve (default: agent)")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args(argv)
+    _setup_logging()
+    cfg = load_config(params=a.params, conf_dir=Path.cwd() / CONF_DIR_NAME, overrides=a.overrides)
+    teacher = cfg.teacher(a.role)
+    with Endpoints(cfg, Path.cwd()) as endpoints:
+        url = endpoints.url(a.role)
+        make = lambda: LLMClient(teacher, base_url=url, share_identical=False)  # noqa: E731
+        with Gateway(make, port=a.port) as gw:
+            print(f"READY {gw.base_url}", flush=True)
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            stop.wait()
+    return 0
+
+
 def _stand_in_main(argv: list[str]) -> int:
     from litecoder.standin.server import main as serve
 
@@ -245,6 +275,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "clean": (_clean_main, "remove what litecoder made in Docker"),
     "compare": (_compare_main, "sweep members (or run dirs) side by side"),
     "stand-in": (_stand_in_main, "run the offline stand-in teacher (not a model)"),
+    "gateway": (_gateway_main, "serve a teacher through litecoder's client layer"),
 }
 # One-line errors, by what went wrong: (exception, exit code, prefix).
 ERRORS: list[tuple[type[BaseException], int, str]] = [

@@ -4,6 +4,7 @@ model API: real HTTP, so the real `openai` client, its retries and timeouts are 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,31 @@ class ScriptedAPI:
     def __enter__(self) -> ScriptedAPI:
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
+
+        async def stream(
+            request: web.Request, body: dict[str, Any], action: Action
+        ) -> web.StreamResponse:
+            """The answer as server-sent events: two pieces of text, then the usage."""
+            text = action[1]
+            pt, ct = (action[2], action[3]) if len(action) > 3 else (10, 5)
+            out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await out.prepare(request)
+            base = {"id": "s", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+            half = len(text) // 2
+            for piece in (text[:half], text[half:]):
+                chunk = {**base, "choices": [{"index": 0, "delta": {"content": piece}}]}
+                await out.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            last = {
+                **base,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
+            await out.write(f"data: {json.dumps(last)}\n\n".encode())
+            usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+            await out.write(
+                f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
+            )
+            await out.write(b"data: [DONE]\n\n")
+            return out
 
         async def models(request: web.Request) -> web.StreamResponse:
             data = [{"id": m, "object": "model", "owned_by": "test"} for m in self.models]
@@ -67,6 +93,8 @@ class ScriptedAPI:
                         assert request.transport is not None
                         request.transport.close()
                         return web.Response()
+                    elif kind == "ok" and body.get("stream"):
+                        return await stream(request, body, action)
                     elif kind in ("ok", "empty"):
                         text = action[1] if kind == "ok" else ""
                         pt, ct = (action[2], action[3]) if len(action) > 3 else (10, 5)

@@ -19,7 +19,8 @@ import yaml
 from litecoder.envprep.capture import capture_state
 from litecoder.envprep.prepare import split
 from litecoder.harbor.taskdir import check_copy_sources, check_task_toml, render_dockerfile
-from litecoder.io import read_jsonl, write_jsonl
+from litecoder.io import read_jsonl, write_records
+from litecoder.records import JudgedTask
 from litecoder.sandbox import Limits, Sandbox, build_image, docker_client, labels
 from litecoder.standin import StandIn
 from litecoder.standin import library as S
@@ -118,15 +119,22 @@ def test_copied_environments_run_unchanged_with_harbor(smoke: Path, tmp_path: Pa
 def _project_with_tasks(tmp_path: Path, scenarios: list[S.Scenario]) -> Path:
     project = make_project(tmp_path / "p", git=False)
     recs = [
-        {
-            "id": f"t-{s.id.replace('_', '-')}",
-            "domain": "version_control",
-            "subtopic": "x",
-            "task": s.task,
-        }
+        JudgedTask(
+            id=f"t-{s.id.replace('_', '-')}",
+            domain="version_control",
+            subtopic="x",
+            task=s.task,
+            teacher="test",
+            model="test",
+            mode="chat",
+            template="chat",
+            seed=0,
+            outcome="ok",
+            accepted=True,
+        )
         for s in scenarios
     ]
-    write_jsonl(project / "data/tasks/accepted.jsonl", recs)
+    write_records(project / "data/tasks/accepted.jsonl", recs)
     return project
 
 

@@ -29,7 +29,6 @@ from typing import Any, Literal, TypeVar
 
 import openai
 from aiolimiter import AsyncLimiter
-from pydantic import BaseModel
 
 from litecoder.cache import ResponseCache
 from litecoder.config import Teacher
@@ -156,7 +155,7 @@ class LLMClient:
         usage: Usage | None = None,
         book: UsageBook | None = None,
         retry_initial_s: float = 1.0,
-        retry_max_s: float = 60.0,
+        retry_max_s: float = 30.0,
         share_identical: bool = True,
     ):
         self.teacher = teacher
@@ -422,15 +421,14 @@ class LLMClient:
             del self._inflight[key]
 
     async def _post(self, kind: Kind, body: dict[str, Any], meta: Meta) -> dict[str, Any]:
-        """One HTTP request: the answer, Transient (worth retrying) or LLMError (permanent)."""
-        create = (
-            self._client.completions.create
-            if kind == "completion"
-            else self._client.chat.completions.create
-        )
+        """One HTTP request: the answer, Transient (worth retrying) or LLMError (permanent).
+        The answer is read as plain JSON (the SDK's response models are not built: they cost
+        more than everything else the layer does, and a body they cannot take is ours to judge)."""
+        api = self._client.completions if kind == "completion" else self._client.chat.completions
         headers = {META_HEADER: json.dumps(meta)} if meta else None
         try:
-            result = await create(**body, extra_headers=headers)
+            raw_response = await api.with_raw_response.create(**body, extra_headers=headers)
+            content = raw_response.http_response.content
         except openai.APIStatusError as e:
             msg = f"HTTP {e.status_code}: {one_line(e.message)[:160]}"
             if e.status_code in PERMANENT_STATUS:
@@ -441,12 +439,16 @@ class LLMClient:
             if cause is None and isinstance(e, openai.APITimeoutError):
                 cause = f"no answer in {self.teacher.timeout_s:g}s"
             raise Transient(cause or f"connection error: {one_line(e)[:160]}") from None
-        except (openai.APIError, ValueError, UnicodeDecodeError, AttributeError) as e:
+        except openai.APIError as e:
             raise Transient(f"the answer is not an OpenAI response ({one_line(e)[:120]})") from None
-        if not isinstance(result, BaseModel):
-            raise Transient(f"the answer is not an OpenAI response: {str(result)[:80]!r}")
-        raw = result.model_dump(mode="json")
-        if not raw.get("choices"):
+        try:
+            raw = json.loads(content)
+        except ValueError:  # not JSON, not UTF-8
+            raise Transient(f"the answer is not an OpenAI response: {content[:80]!r}") from None
+        if not isinstance(raw, dict):
+            raise Transient(f"the answer is not an OpenAI response: {content[:80]!r}")
+        choices = raw.get("choices")
+        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
             raise Transient("the answer has no choices")
         return raw
 
@@ -483,7 +485,9 @@ class LLMClient:
                     last = str(t)
                     wait = t.retry_after if t.retry_after is not None else self._backoff(attempt)
                     wait = min(wait, self.retry_max_s) + random.uniform(0, 0.1)
-                    if time.monotonic() + wait > deadline:
+                    # A last try just before the budget ends rather than giving up early.
+                    wait = min(wait, deadline - time.monotonic() - 0.05)
+                    if wait <= 0:
                         raise LLMError(self._gave_up(last, start, attempt)) from None
                     self.usage.retries += 1
                     log.debug("retrying %s in %.1fs after %s", self.teacher.name, wait, last)
@@ -582,8 +586,8 @@ class LLMClient:
                         raise LLMError(f"HTTP {e.status_code}", transient=False) from None
                     breaker.failure(probe)
                     last = one_line(e)[:160]
-            wait = self._backoff(attempt)
-            if time.monotonic() + wait > deadline:
+            wait = min(self._backoff(attempt), deadline - time.monotonic() - 0.05)
+            if wait <= 0:
                 raise LLMError(self._gave_up(last, start, attempt))
             self.usage.retries += 1
             await asyncio.sleep(wait)
