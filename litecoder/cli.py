@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.console import Console
 from rich.logging import RichHandler
 
 from litecoder.config import CONF_DIR_NAME, ConfigError, load_config, validate
@@ -38,7 +39,10 @@ def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        # Logs go to stderr: stdout is for a command's results.
+        handlers=[
+            RichHandler(show_path=False, rich_tracebacks=False, console=Console(stderr=True))
+        ],
         force=True,
     )
     for noisy in ("httpx", "httpx2", "openai", "urllib3", "docker", "filelock", "LiteLLM"):

@@ -107,7 +107,7 @@ class Gateway:
             return _error(429 if e.budget else 503 if e.transient else 400, str(e))
         assert resp.raw is not None
         self.accounts.add(trial, agent, resp.raw, self.client.teacher.price)
-        return web.json_response(resp.raw)
+        return web.Response(body=json.dumps(resp.raw).encode(), content_type="application/json")
 
     async def _stream(
         self, request: web.Request, kind: Any, body: dict[str, Any], meta: dict[str, Any],

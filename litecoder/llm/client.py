@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+import aiohttp
 import openai
 from aiolimiter import AsyncLimiter
 
@@ -188,6 +189,8 @@ class LLMClient:
         self._rpm = _per_second(lim.requests_per_minute)
         self._tpm = _per_second(lim.tokens_per_minute)
         self._inflight: dict[str, asyncio.Future[Response]] = {}
+        self._key = key
+        self._session: aiohttp.ClientSession | None = None  # the gateway's plain transport
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -197,6 +200,8 @@ class LLMClient:
 
     async def aclose(self) -> None:
         await self._client.close()
+        if self._session is not None:
+            await self._session.close()
 
     # -- before anything is spent --
 
@@ -288,8 +293,10 @@ class LLMClient:
         return await self._call("chat", body, meta)
 
     async def forward(self, kind: Kind, body: dict[str, Any], meta: Meta = None) -> Response:
-        """An agent's request, passed on as it came (the gateway), under the same policies."""
-        return await self._call(kind, body, meta)
+        """An agent's request, passed on as it came (the gateway), under the same policies.
+        A proxy has no use for the SDK's request building: it goes out as plain HTTP."""
+        body = {k: v for k, v in body.items() if v is not None}
+        return await self._send(kind, body, "", meta, post=self._post_plain)
 
     # -- validated calls with re-asks --
 
@@ -441,21 +448,55 @@ class LLMClient:
             raise Transient(cause or f"connection error: {one_line(e)[:160]}") from None
         except openai.APIError as e:
             raise Transient(f"the answer is not an OpenAI response ({one_line(e)[:120]})") from None
-        try:
-            raw = json.loads(content)
-        except ValueError:  # not JSON, not UTF-8
-            raise Transient(f"the answer is not an OpenAI response: {content[:80]!r}") from None
-        if not isinstance(raw, dict):
-            raise Transient(f"the answer is not an OpenAI response: {content[:80]!r}")
-        choices = raw.get("choices")
-        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-            raise Transient("the answer has no choices")
-        return raw
+        return _answer(content)
 
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.retry_initial_s * 2**attempt, self.retry_max_s))
 
-    async def _send(self, kind: Kind, body: dict[str, Any], key: str, meta: Meta) -> Response:
+    async def _post_plain(self, kind: Kind, body: dict[str, Any], meta: Meta) -> dict[str, Any]:
+        """`_post` as a plain aiohttp request (same verdicts: answer, Transient, LLMError)."""
+        if self._session is None:
+            conc = self.teacher.limits.concurrency
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=conc, limit_per_host=conc),
+                timeout=aiohttp.ClientTimeout(total=self.teacher.timeout_s),
+            )
+        path = "/completions" if kind == "completion" else "/chat/completions"
+        headers = {"Authorization": f"Bearer {self._key or 'EMPTY'}"}
+        if meta:
+            headers[META_HEADER] = json.dumps(meta)
+        try:
+            async with self._session.post(
+                str(self.base_url).rstrip("/") + path, json=body, headers=headers
+            ) as r:
+                content = await r.read()
+                status = r.status
+                retry_after = r.headers.get("retry-after")
+        except TimeoutError:
+            raise Transient(f"no answer in {self.teacher.timeout_s:g}s") from None
+        except aiohttp.ClientError as e:
+            cause = _connection_cause(e) or f"connection error: {one_line(e)[:160]}"
+            raise Transient(cause) from None
+        if status >= 400:
+            msg = f"HTTP {status}: {one_line(content[:200].decode(errors='replace'))}"
+            if status in PERMANENT_STATUS:
+                raise LLMError(msg, transient=False)
+            try:
+                wait = float(retry_after) if retry_after else None
+            except ValueError:
+                wait = None
+            raise Transient(msg, wait)
+        return _answer(content)
+
+    async def _send(
+        self,
+        kind: Kind,
+        body: dict[str, Any],
+        key: str,
+        meta: Meta,
+        post: Callable[[Kind, dict[str, Any], Meta], Awaitable[dict[str, Any]]] | None = None,
+    ) -> Response:
+        post = post or self._post
         start = time.monotonic()
         deadline = start + self.teacher.max_wait_s
         breaker = breaker_for(self.base_url or "")
@@ -479,7 +520,7 @@ class LLMClient:
                         await self._throttle(kind, body)
                         self.usage.requests += 1
                         attempt += 1
-                        raw = await self._post(kind, body, meta)
+                        raw = await post(kind, body, meta)
                 except Transient as t:
                     breaker.failure(probe)
                     last = str(t)
@@ -513,7 +554,7 @@ class LLMClient:
             resp.prompt_tokens * price.input_per_mtok
             + resp.completion_tokens * price.output_per_mtok
         ) / 1e6
-        if self.cache is not None:
+        if self.cache is not None and key:
             self.cache.put(key, kind, self.teacher.model, raw)
         return resp
 
@@ -598,6 +639,20 @@ class LLMClient:
         self.usage.completion_tokens += ct
         price = self.teacher.price
         self.usage.cost_usd += (pt * price.input_per_mtok + ct * price.output_per_mtok) / 1e6
+
+
+def _answer(content: bytes) -> dict[str, Any]:
+    """A 2xx body as an OpenAI answer, or Transient (a body no SDK could take)."""
+    try:
+        raw = json.loads(content)
+    except ValueError:  # not JSON, not UTF-8
+        raise Transient(f"the answer is not an OpenAI response: {content[:80]!r}") from None
+    if not isinstance(raw, dict):
+        raise Transient(f"the answer is not an OpenAI response: {content[:80]!r}")
+    choices = raw.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise Transient("the answer has no choices")
+    return raw
 
 
 def _per_second(per_minute: int | None) -> AsyncLimiter | None:
