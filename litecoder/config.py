@@ -276,6 +276,15 @@ class Rollout(Strict):
     model_info: dict[str, Any] = Field(default_factory=dict)
     harbor_timeout_s: float = Field(default=7200, gt=0)
     agents: list[RolloutAgent] = Field(min_length=1)
+    # Trial exceptions that mean the teacher's endpoint failed (through the gateway, which had
+    # already waited out what it could), not the agent: such trials are not results; a re-run
+    # runs them again (and the stage fails when more than llm.max_failed_fraction of them).
+    endpoint_error_types: list[str] = Field(
+        default_factory=lambda: [
+            "ServiceUnavailableError", "RateLimitError", "APIConnectionError",
+            "InternalServerError", "Timeout", "APIError",
+        ]
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _agents(self) -> Rollout:

@@ -44,6 +44,28 @@ def funnel(paths: Paths) -> dict[str, Any]:
     }
 
 
+USAGE_HEADER = ["stage", "requests", "cache hits", "retries", "prompt tokens",
+                "completion tokens", "USD"]  # fmt: skip
+
+
+def usage_rows(paths: Paths) -> list[list[Any]]:
+    """Calls, tokens and cost per stage (rollout: the agents' calls through the gateway, per
+    agent too)."""
+    rows: list[list[Any]] = []
+
+    def row(name: str, u: dict[str, Any]) -> list[Any]:
+        keys = ("requests", "cache_hits", "retries", "prompt_tokens", "completion_tokens")
+        return [name, *(u.get(k, 0) for k in keys), f"{u.get('cost_usd', 0):.4f}"]
+
+    for stage in ("sample", "judge", "envprep", "rollout"):
+        llm = _load(paths.metrics(stage)).get("llm") or {}
+        if llm.get("total"):
+            rows.append(row(stage, llm["total"]))
+        for agent, u in (llm.get("per_agent") or {}).items():
+            rows.append(row(f"rollout: {agent}", u))
+    return rows
+
+
 def published_rows(cfg: Config, results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The published scores of the benchmarks in `report.benchmarks`, and this run's."""
     benches = list(cfg.report.benchmarks)
@@ -222,6 +244,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ("Against the published numbers (pass@1, %, Terminus-2)", pub_header, pub_rows),
         ("Funnel", ["domain", *FUNNEL], funnel_rows),
         ("Training", ["", "value"], train_rows),
+        ("LLM usage (teacher calls made by this run)", USAGE_HEADER, usage_rows(ctx.paths)),
     ]
     note = (
         ""

@@ -172,6 +172,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
                         api_base,
                     )
                     shutil.rmtree(job_dir)
+            if job_dir.exists():
+                # Trials the endpoint failed are not results: they run again.
+                for r in runner.trial_results(job_dir):
+                    if runner.exception_type(r) in cfg.rollout.endpoint_error_types:
+                        shutil.rmtree(job_dir / r.trial_name, ignore_errors=True)
             done = len(runner.trial_results(job_dir)) if job_dir.exists() else 0
             if done >= expected:
                 bar.advance(expected)
@@ -269,7 +274,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
         }
     )
     track.table = [{k: str(v) for k, v in t.items()} for t in trials]
-    return track.finish()
+    metrics = track.finish()
+    failed = [
+        str(t["exception"]) for t in trials if t["exception"] in cfg.rollout.endpoint_error_types
+    ]
+    ctx.check_failures("rollout", failed, len(trials))
+    return metrics
 
 
 def _seconds(a: Any, b: Any) -> float:
