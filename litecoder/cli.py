@@ -258,6 +258,66 @@ def _gateway_main(argv: list[str]) -> int:
     return 0
 
 
+def _validate_main(argv: list[str]) -> int:
+    """Check Harbor task dirs (litecoder's own or any other): a table, or JSON lines; exit 1
+    when any task fails."""
+    import json
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.table import Table
+
+    from litecoder.config import Security
+    from litecoder.harbor import runner
+    from litecoder.harbor import validate as V
+    from litecoder.sandbox import BuildLimits
+    from litecoder.tracking import progress
+
+    p = argparse.ArgumentParser(prog="litecoder validate", description=_validate_main.__doc__)
+    p.add_argument("paths", nargs="+", type=Path, help="task dirs, or dirs that hold task dirs")
+    p.add_argument("--json", action="store_true", help="one JSON line per task")
+    p.add_argument("--build", action="store_true", help="build each image (confined)")
+    p.add_argument("--start-state", action="store_true", help="the tests fail on the start state")
+    p.add_argument("--oracle", action="store_true", help="a Harbor trial of the oracle gives 1.0")
+    p.add_argument("--allow-network", action="store_true", help="network needs are not errors")
+    a = p.parse_args(argv)
+    _setup_logging()
+    tasks = V.task_dirs(a.paths)
+    if not tasks:
+        raise StageError(f"no task dirs (with a task.toml) in {', '.join(map(str, a.paths))}")
+    sec = Security()
+    with progress("validate", len(tasks)) as bar, ThreadPoolExecutor(8) as pool:
+
+        def one(t: Path) -> V.TaskReport:
+            r = V.static(t, allow_network=a.allow_network, caps=tuple(sec.capabilities))
+            bar.advance()
+            return r
+
+        reports = list(pool.map(one, tasks))
+    if a.build or a.start_state or a.oracle:
+        rsec = runner.Security(
+            capabilities=tuple(sec.capabilities),
+            trial_pids=sec.trial_pids,
+            disk_quota=sec.disk_quota,
+            build=BuildLimits(network=a.allow_network),
+        )
+        with tempfile.TemporaryDirectory(prefix="litecoder-validate-") as tmp:
+            V.expensive(reports, Path(tmp), sec=rsec, build=True, start_state=a.start_state,
+                        oracle=a.oracle)  # fmt: skip
+    if a.json:
+        for r in reports:
+            print(json.dumps(r.to_dict()))
+    else:
+        table = Table("task", "ok", "findings")
+        for r in reports:
+            found = "\n".join(f"{f.severity}: {f.check}: {f.problem}" for f in r.findings)
+            table.add_row(r.path.name, "yes" if r.ok else "[red]no", found or "-")
+        Console(width=160).print(table)
+        bad = sum(not r.ok for r in reports)
+        print(f"{len(reports) - bad} of {len(reports)} task(s) pass")
+    return 0 if all(r.ok for r in reports) else 1
+
+
 def _stand_in_main(argv: list[str]) -> int:
     from litecoder.standin.server import main as serve
 
@@ -280,6 +340,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "compare": (_compare_main, "sweep members (or run dirs) side by side"),
     "stand-in": (_stand_in_main, "run the offline stand-in teacher (not a model)"),
     "gateway": (_gateway_main, "serve a teacher through litecoder's client layer"),
+    "validate": (_validate_main, "check Harbor task dirs (any: litecoder's or external)"),
 }
 # One-line errors, by what went wrong: (exception, exit code, prefix).
 ERRORS: list[tuple[type[BaseException], int, str]] = [

@@ -1,0 +1,216 @@
+"""`litecoder validate`: litecoder's task checks on any Harbor task dirs, its own or external.
+
+Static checks (cheap, in parallel; hundreds of dirs in seconds): layout, task.toml against
+Harbor's schema, every COPY/ADD source in the build context, the compose file (nothing that
+reaches the host), links that leave the task dir, the test script and the reward it must
+write, the files the tests name, network needs (downloads when the image builds or when the
+tests run, `allow_internet`, public network mode) and image references (private registries).
+Expensive checks on demand: `--build` (the image builds, with litecoder's confined builder),
+`--start-state` (the verifier fails on the untouched starting state) and `--oracle` (a real
+Harbor trial of the oracle agent gives 1.0).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from litecoder.harbor import compose
+from litecoder.harbor.taskdir import (
+    check_copy_sources,
+    check_task_toml,
+    dockerfile_instructions,
+    escaping_links,
+)
+
+PUBLIC_REGISTRIES = ("docker.io", "registry-1.docker.io", "ghcr.io", "quay.io", "public.ecr.aws",
+                     "mcr.microsoft.com", "gcr.io", "registry.k8s.io", "nvcr.io")  # fmt: skip
+# Commands that fetch from the internet.
+DOWNLOADS = re.compile(
+    r"\b(curl|wget)\b[^|;&\n]*https?://|\bpip3?\s+install\b|\buv\s+(pip|add|sync|run|tool)\b"
+    r"|\buvx\b|\bapt(-get)?\s+(install|update)\b|\bgit\s+clone\b|\bnpm\s+(install|ci)\b"
+    r"|\bcargo\s+install\b|\bgo\s+(get|install)\b|astral\.sh/uv|\bapk\s+add\b"
+)
+REWARD = re.compile(r"/logs/verifier/reward\.(txt|json)")
+
+
+@dataclass
+class Finding:
+    check: str
+    problem: str
+    severity: str = "error"  # error | warning
+
+
+@dataclass
+class TaskReport:
+    path: Path
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+    def add(self, check: str, problems: Iterable[str], severity: str = "error") -> None:
+        self.findings += [Finding(check, p, severity) for p in problems]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "task": self.path.name,
+            "path": str(self.path),
+            "ok": self.ok,
+            "findings": [f.__dict__ for f in self.findings],
+        }
+
+
+def task_dirs(paths: Iterable[Path]) -> list[Path]:
+    """Task dirs (those with a task.toml) given or below the given paths (two levels)."""
+    out: list[Path] = []
+    for p in paths:
+        if (p / "task.toml").is_file():
+            out.append(p)
+            continue
+        for child in sorted(p.iterdir()) if p.is_dir() else []:
+            if (child / "task.toml").is_file():
+                out.append(child)
+            elif child.is_dir():
+                out += sorted(g for g in child.iterdir() if (g / "task.toml").is_file())
+    return out
+
+
+def _image_problems(image: str) -> list[str]:
+    host = image.split("/")[0] if "/" in image else ""
+    private = ("." in host or ":" in host or host == "localhost") and host not in PUBLIC_REGISTRIES
+    return [f"image {image!r} is in a private registry ({host})"] if private else []
+
+
+def static(task: Path, *, allow_network: bool = False, caps: tuple[str, ...] = ()) -> TaskReport:
+    r = TaskReport(task)
+    for rel in ("instruction.md", "task.toml", "tests/test.sh"):
+        if not (task / rel).is_file():
+            r.add("layout", [f"missing {rel}"])
+    if not (task / "solution/solve.sh").is_file():
+        r.add("layout", ["no solution/solve.sh (the oracle check cannot run)"], "warning")
+    raw: dict[str, object] = {}
+    if (task / "task.toml").is_file():
+        r.add("task_toml", check_task_toml(task / "task.toml"))
+        try:
+            raw = tomllib.loads((task / "task.toml").read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            raw = {}
+    env = raw.get("environment") if isinstance(raw.get("environment"), dict) else {}
+    assert isinstance(env, dict)
+    docker_image = env.get("docker_image")
+    dockerfile = task / "environment/Dockerfile"
+    if dockerfile.is_file():
+        r.add("copy_sources", check_copy_sources(task / "environment"))
+        instrs = dockerfile_instructions(dockerfile.read_text(errors="replace"))
+        for instr, args in instrs:
+            if instr == "FROM":
+                r.add("image", _image_problems(args.split()[0]))
+            if instr in ("RUN", "ADD") and DOWNLOADS.search(args) and not allow_network:
+                r.add("network", [f"downloads while the image builds: {instr} {args[:80]}"])
+    elif not docker_image:
+        r.add("layout", ["no environment/Dockerfile and no environment.docker_image"])
+    if isinstance(docker_image, str):
+        r.add("image", _image_problems(docker_image))
+    r.add("compose", compose.check(task / "environment", caps))
+    r.add("links", escaping_links(task))
+    net = env.get("network_mode")
+    if not allow_network and (
+        raw.get("allow_internet") is True or env.get("allow_internet") is True
+    ):
+        r.add("network", ["allow_internet = true: the task needs the internet"])
+    elif not allow_network and net == "public" and _compose_has_no_network_mode(task):
+        r.add("network", ["network_mode 'public' and no compose file that cuts it off"], "warning")
+    test_sh = task / "tests/test.sh"
+    if test_sh.is_file():
+        text = test_sh.read_text(errors="replace")
+        tests_text = "\n".join(
+            p.read_text(errors="replace")
+            for p in (task / "tests").rglob("*")
+            if p.is_file() and p.suffix in (".sh", ".py", "")
+        )
+        if not REWARD.search(tests_text):
+            r.add("reward", ["the tests never write /logs/verifier/reward.txt (or .json)"])
+        for ref in sorted(set(re.findall(r"/tests/([\w./-]+)", text))):
+            if not (task / "tests" / ref).exists():
+                r.add("test_files", [f"tests/test.sh uses /tests/{ref}, which tests/ lacks"])
+        if DOWNLOADS.search(text) and not allow_network:
+            r.add(
+                "network", ["the tests download at test time (pip/uv/curl/apt: needs the internet)"]
+            )
+    return r
+
+
+def _compose_has_no_network_mode(task: Path) -> bool:
+    doc = compose.load(task / "environment")
+    main = (doc.get("services") or {}).get(compose.MAIN) or {}
+    return "network_mode" not in main
+
+
+def expensive(
+    tasks: list[TaskReport],
+    work: Path,
+    *,
+    sec: object,
+    build: bool,
+    start_state: bool,
+    oracle: bool,
+) -> None:
+    """The checks that build and run containers (tasks that failed statically are skipped)."""
+    import json
+
+    from litecoder.harbor import runner
+    from litecoder.sandbox import BuildError, Limits, Sandbox, SandboxError, labels
+
+    assert isinstance(sec, runner.Security)
+    for r in tasks:
+        if not r.ok:
+            continue
+        try:
+            staged = runner.stage([r.path], work / "staged", run="validate", sec=sec)[0]
+        except runner.TaskRejected as e:
+            r.add("compose", e.reasons)
+            continue
+        except BuildError as e:
+            r.add(
+                "build",
+                [f"{e} [{e.log_tail.strip().splitlines()[-1] if e.log_tail.strip() else ''}]"],
+            )
+            continue
+        if start_state:
+            image = tomllib.loads((staged / "task.toml").read_text())["environment"]["docker_image"]
+            try:
+                with Sandbox(image, Limits(memory_mb=1024, command_timeout_s=600),
+                             labels("validate", r.path.name, "check")) as sb:  # fmt: skip
+                    sb.put_dir(staged / "tests", "/tests")
+                    sb.exec("bash /tests/test.sh")
+                    reward = sb.exec("cat /logs/verifier/reward.txt").output.strip()
+                if reward not in ("0", "0.0"):
+                    r.add(
+                        "start_state",
+                        [f"the verifier gives {reward or 'no reward'} on the start state"],
+                    )
+            except SandboxError as e:
+                r.add("start_state", [str(e)])
+        if oracle:
+            jobs = work / "jobs"
+            conf = runner.job_config(
+                job_name=r.path.name, jobs_dir=jobs, agents=[{"name": "oracle"}], tasks=[staged]
+            )
+            (work / f"{r.path.name}.json").write_text(json.dumps(conf))
+            runner.run_harbor(
+                [runner.harbor_bin(), "run", "-c", str(work / f"{r.path.name}.json"), "-y"],
+                env=runner.harbor_env(),
+                job_dir=jobs / r.path.name,
+                log_path=work / f"{r.path.name}.log",
+                timeout_s=3600,
+            )
+            results = runner.trial_results(jobs / r.path.name)
+            got = runner.reward(results[0]) if results else None
+            if got != 1.0:
+                exc = runner.exception_type(results[0]) if results else "no trial result"
+                r.add("oracle", [f"the oracle gets reward {got}" + (f" ({exc})" if exc else "")])

@@ -1,0 +1,110 @@
+"""`litecoder validate` on task dirs of our own making, one per defect, and on the smoke run's
+environments."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run
+
+BASE = "litecoder-base:bookworm"
+GOOD_TOML = """\
+[metadata]
+category = "test"
+
+[verifier]
+timeout_sec = 60.0
+
+[agent]
+timeout_sec = 120.0
+
+[environment]
+cpus = 1
+memory_mb = 512
+storage_mb = 1024
+"""
+GOOD_TEST = "#!/bin/bash\nmkdir -p /logs/verifier\necho 1 > /logs/verifier/reward.txt\n"
+
+
+def _task(root: Path, name: str) -> Path:
+    d = root / name
+    for sub in ("environment", "tests", "solution"):
+        (d / sub).mkdir(parents=True)
+    (d / "instruction.md").write_text("Do the thing in /app.\n")
+    (d / "task.toml").write_text(GOOD_TOML)
+    (d / "environment/Dockerfile").write_text(f"FROM {BASE}\nRUN mkdir -p /app\n")
+    (d / "tests/test.sh").write_text(GOOD_TEST)
+    (d / "solution/solve.sh").write_text("#!/bin/bash\ntrue\n")
+    return d
+
+
+# Each broken task: (name, how to break it, the check that must catch it, words of the finding)
+DEFECTS = [
+    ("test-time-uv", lambda d: (d / "tests/test.sh").write_text(
+        "curl -LsSf https://astral.sh/uv/install.sh | sh\nuvx pytest /tests\n" + GOOD_TEST),
+     "network", "download at test time"),
+    ("allow-internet", lambda d: (d / "task.toml").write_text(
+        GOOD_TOML + "allow_internet = true\n"), "network", "allow_internet"),
+    ("private-registry", lambda d: (d / "task.toml").write_text(
+        GOOD_TOML + 'docker_image = "registry.corp.example:5000/team/env:1"\n'),
+     "image", "private registry"),
+    ("missing-copy-source", lambda d: (d / "environment/Dockerfile").write_text(
+        f"FROM {BASE}\nCOPY data/input.csv /app/\n"), "copy_sources", "does not exist"),
+    ("build-download", lambda d: (d / "environment/Dockerfile").write_text(
+        f"FROM {BASE}\nRUN pip install requests\n"), "network", "while the image builds"),
+    ("host-mount", lambda d: (d / "environment/docker-compose.yaml").write_text(
+        "services:\n  main:\n    volumes: ['/:/host']\n"), "compose", "host mount"),
+    ("privileged", lambda d: (d / "environment/docker-compose.yaml").write_text(
+        "services:\n  main:\n    privileged: true\n"), "compose", "privileged"),
+    ("no-reward", lambda d: (d / "tests/test.sh").write_text("#!/bin/bash\npytest /tests\n"),
+     "reward", "never write"),
+    ("missing-test-file", lambda d: (d / "tests/test.sh").write_text(
+        GOOD_TEST + "python3 /tests/helper.py\n"), "test_files", "tests/ lacks"),
+    ("escaping-link", lambda d: os.symlink("/etc/passwd", d / "tests/leak"), "links",
+     "links outside"),
+    ("bad-toml", lambda d: (d / "task.toml").write_text(GOOD_TOML + "[agnet]\nx = 1\n"),
+     "task_toml", "unknown key"),
+    ("no-instruction", lambda d: (d / "instruction.md").unlink(), "layout", "instruction.md"),
+]  # fmt: skip
+
+
+def test_each_defect_is_reported(tmp_path: Path) -> None:
+    root = tmp_path / "tasks"
+    _task(root, "fine")
+    for name, breaks, _, _ in DEFECTS:
+        breaks(_task(root, name))
+    r = run(["litecoder", "validate", str(root), "--json"], REPO, check=False)
+    assert r.returncode == 1, r.stderr[-2000:]
+    reports = {d["task"]: d for d in map(json.loads, r.stdout.splitlines())}
+    assert reports["fine"]["ok"] is True and reports["fine"]["findings"] == []
+    for name, _, check, words in DEFECTS:
+        found = [f for f in reports[name]["findings"] if f["severity"] == "error"]
+        assert not reports[name]["ok"], name
+        assert any(f["check"] == check and words in f["problem"] for f in found), (name, found)
+    # The table form says the same, and network needs can be allowed.
+    table = run(["litecoder", "validate", str(root / "fine")], REPO)
+    assert "1 of 1 task(s) pass" in table.stdout
+    r = run(["litecoder", "validate", str(root / "test-time-uv"), "--allow-network"], REPO)
+    assert r.returncode == 0
+
+
+@pytest.mark.docker
+def test_the_smoke_environments_pass_every_check(smoke: Path, tmp_path: Path) -> None:
+    envs = smoke / "data/envs"
+    r = run(["litecoder", "validate", str(envs), "--json"], REPO)
+    reports = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(reports) >= 5 and all(x["ok"] and not x["findings"] for x in reports), reports
+    # The expensive checks, on one of them.
+    one = sorted(p for p in envs.iterdir() if p.is_dir())[0]
+    shutil.copytree(one, tmp_path / one.name)
+    r = run(
+        ["litecoder", "validate", str(tmp_path / one.name), "--build", "--start-state", "--oracle"],
+        REPO,
+        timeout=1200,
+    )
+    assert "1 of 1 task(s) pass" in r.stdout
