@@ -138,23 +138,42 @@ class Judge(Strict):
     max_tokens: int = Field(default=1024, gt=0)
 
 
+def _check_lsh(threshold: float, num_perm: int) -> None:
+    from datasketch import MinHashLSH
+
+    try:  # datasketch derives bands x rows from these; some pairs have no valid split
+        MinHashLSH(threshold=threshold, num_perm=num_perm)
+    except ValueError as e:
+        raise ValueError(f"threshold {threshold} with num_perm {num_perm}: {e}") from None
+
+
+class Decontam(Strict):
+    """Synthesized tasks checked against benchmark task instructions (name -> task dirs)."""
+
+    benchmarks: dict[str, str] = Field(default_factory=dict)
+    ngram: int = Field(default=8, gt=0)
+    max_ngram_overlap: float = Field(default=0.5, gt=0, le=1)
+    minhash_threshold: float = Field(default=0.6, gt=0, le=1)
+    num_perm: int = Field(default=128, gt=0)
+    shingle_words: int = Field(default=3, gt=0)
+
+    @model_validator(mode="after")
+    def _lsh_params(self) -> Decontam:
+        _check_lsh(self.minhash_threshold, self.num_perm)
+        return self
+
+
 class Dedup(Strict):
     exact: bool = True
     near: bool = True
     threshold: float = Field(default=0.7, gt=0, le=1)
     num_perm: int = Field(default=128, gt=0)
     shingle_words: int = Field(default=3, gt=0)
+    decontam: Decontam = Field(default_factory=Decontam)
 
     @model_validator(mode="after")
     def _lsh_params(self) -> Dedup:
-        from datasketch import MinHashLSH
-
-        try:  # datasketch derives bands x rows from these; some pairs have no valid split
-            MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
-        except ValueError as e:
-            raise ValueError(
-                f"threshold {self.threshold} with num_perm {self.num_perm}: {e}"
-            ) from None
+        _check_lsh(self.threshold, self.num_perm)
         return self
 
 

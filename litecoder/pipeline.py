@@ -94,15 +94,22 @@ STAGES: dict[str, StageSpec] = {
             params=("models.judge", "judge", "llm"),
             roles=("judge",),
         ),
-        _stage("dedup", reads=("judged",), writes=("accepted", "duplicates"), params=("dedup",)),
+        _stage(
+            "dedup",
+            "litecoder/decontam.py",
+            reads=("judged",),
+            writes=("accepted", "duplicates"),
+            params=("dedup",),
+        ),
         _stage(
             "envprep",
             "litecoder/envprep",
             "litecoder/harbor",
             "litecoder/sandbox",
+            "litecoder/decontam.py",
             reads=("accepted",),
             writes=("envs",),
-            params=("models.agent", "envprep", "security", "llm"),
+            params=("models.agent", "envprep", "security", "llm", "dedup.decontam"),
             roles=("agent",),
         ),
         _stage(
@@ -146,7 +153,7 @@ STAGES: dict[str, StageSpec] = {
             "report",
             reads=("sft", "train_loss", "results", "scores"),
             writes=("reports",),
-            params=("experiment", "eval.benchmark", "report"),
+            params=("experiment", "eval.benchmark", "report", "dedup.decontam.benchmarks"),
             metrics=("funnel_metrics",),
             plots=("funnel",),
             reads_metrics=(

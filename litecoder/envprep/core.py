@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from litecoder.config import Config
+from litecoder.decontam import BenchmarkIndex
 from litecoder.envprep.agent import AgentResult, run_agent
 from litecoder.harbor.runner import Security
 from litecoder.llm import LLMClient
@@ -39,6 +40,7 @@ class EnvprepContext:
     docker: Any
     run_id: str
     work: Path
+    decontam: BenchmarkIndex | None = None  # benchmark instructions a task must not repeat
 
     def security(self) -> Security:
         return Security.from_config(self.cfg)

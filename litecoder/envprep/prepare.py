@@ -58,6 +58,8 @@ async def _steps(
     task_id = task.id
     refined = await steps.refine(ep, task, out)
     write_text(task_dir / "instruction.md", refined.instruction.strip() + "\n")
+    if ep.decontam is not None and (hit := ep.decontam.match(refined.instruction)):
+        raise StepFailed("decontam", f"repeats {hit.name} ({hit.how} {hit.score})")
     await steps.setup(ep, task_id, refined, task_dir / "environment", out)
     image = await build(ep, task_id, task_dir / "environment", out)
     await steps.solution(ep, task_id, image, refined, task_dir, out)
@@ -96,8 +98,9 @@ async def prepare(ep: EnvprepContext, task: JudgedTask, fp: str) -> EnvOutcome:
         log.exception("envprep of %s crashed", task.id)
         out.step, out.reason = "internal", f"{type(e).__name__}: {e}"
     out.timings.total_s = time.monotonic() - start
-    if (out.reason or "").startswith("llm_error"):
-        # The endpoint failed, not the task: nothing is committed, a re-run tries it again.
+    if (out.reason or "").startswith("llm_error") or out.step == "decontam":
+        # The endpoint failed, not the task, or the verdict depends on the benchmarks in
+        # config (not in the fingerprint): nothing is committed, a re-run decides again.
         shutil.rmtree(tmp, ignore_errors=True)
         return out
     # Commit: the work entry appears whole or not at all.

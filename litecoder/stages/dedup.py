@@ -3,7 +3,8 @@
 Exact: a hash of the normalised text (case and whitespace folded). Near: MinHash over word
 shingles with an LSH index (datasketch); a candidate counts when its estimated Jaccard
 similarity reaches the threshold. The first task in sample order is kept; every removed
-task names the id it duplicates.
+task names the id it duplicates. Decontamination (litecoder.decontam) then drops tasks that
+repeat a configured benchmark's task, naming it as `<benchmark>/<task>`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datasketch import MinHash, MinHashLSH
 
 from litecoder.config import Dedup
 from litecoder.context import StageContext
+from litecoder.decontam import BenchmarkIndex
 from litecoder.io import write_records
 from litecoder.records import DuplicateTask, JudgedTask
 from litecoder.tracking import StageRun
@@ -76,12 +78,35 @@ def dedup(records: list[JudgedTask], cfg: Dedup) -> tuple[list[JudgedTask], list
     return kept, removed
 
 
+def decontaminate(
+    records: list[JudgedTask], index: BenchmarkIndex
+) -> tuple[list[JudgedTask], list[DuplicateTask]]:
+    """Tasks that repeat a benchmark task are dropped, naming `<benchmark>/<task>`."""
+    kept: list[JudgedTask] = []
+    removed: list[DuplicateTask] = []
+    for rec in records:
+        hit = index.match(rec.task or "")
+        if hit is None:
+            kept.append(rec)
+            continue
+        removed.append(
+            DuplicateTask(
+                **rec.model_dump(), duplicate_of=hit.name, dedup="decontam", similarity=hit.score
+            )
+        )
+    return kept, removed
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     """data/tasks/accepted.jsonl (+ duplicates.jsonl) from data/tasks/judged.jsonl."""
     track = StageRun("dedup", ctx.cfg, ctx.paths.workdir)
     judged = ctx.read("judged", JudgedTask)
     accepted = [r for r in judged if r.accepted]
     kept, removed = dedup(accepted, ctx.cfg.dedup)
+    index = BenchmarkIndex.load(ctx.cfg.dedup.decontam, ctx.root)
+    if index is not None:
+        kept, contaminated = decontaminate(kept, index)
+        removed += contaminated
     write_records(ctx.paths.accepted, kept)
     write_records(ctx.paths.duplicates, removed)
     per_domain: dict[str, dict[str, int]] = {}
@@ -89,12 +114,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
         per_domain.setdefault(r.domain, {"in": 0, "kept": 0})["in"] += 1
     for r in kept:
         per_domain[r.domain]["kept"] += 1
+    contaminated_all = [r for r in removed if r.dedup == "decontam"]
     track.metrics.update(
         {
             "in": len(accepted),
             "kept": len(kept),
             "exact_duplicates": sum(r.dedup == "exact" for r in removed),
             "near_duplicates": sum(r.dedup == "near" for r in removed),
+            "contaminated": len(contaminated_all),
+            "contaminated_per_benchmark": {
+                b: sum(
+                    r.dedup == "decontam" and r.duplicate_of.startswith(f"{b}/") for r in removed
+                )
+                for b in ctx.cfg.dedup.decontam.benchmarks
+            },
             "per_domain": per_domain,
         }
     )

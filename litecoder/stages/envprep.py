@@ -16,6 +16,7 @@ from typing import Any
 
 from litecoder import base_image
 from litecoder.context import StageContext
+from litecoder.decontam import BenchmarkIndex
 from litecoder.envprep.core import EnvprepContext
 from litecoder.envprep.prepare import fingerprint, prepare_all, split
 from litecoder.envprep.validate import CHECKS
@@ -44,10 +45,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
     for stale in work.glob(".tmp-*"):  # half-done tasks of a killed run
         shutil.rmtree(stale, ignore_errors=True)
     run_id = f"envprep-{uuid.uuid4().hex[:8]}"
-    ep = EnvprepContext(cfg, ctx.client("agent"), docker, run_id, work)
+    index = BenchmarkIndex.load(cfg.dedup.decontam, ctx.root)
+    ep = EnvprepContext(cfg, ctx.client("agent"), docker, run_id, work, index)
 
     with cleanup_on_signals(), progress("envprep", len(tasks)) as bar:
         outcomes = asyncio.run(prepare_all(ep, tasks, bar))
+    if index is not None:  # environments finished before the benchmarks were configured
+        for task, out in zip(tasks, outcomes, strict=True):
+            instruction = work / fingerprint(cfg, task) / "env" / "instruction.md"
+            if out.status == "ok" and (hit := index.match(instruction.read_text())):
+                out.status, out.step = "failed", "decontam"
+                out.reason = f"repeats {hit.name} ({hit.how} {hit.score})"
 
     envs = ctx.paths.envs
     if envs.exists():
@@ -95,6 +103,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "heldout": len(splits.heldout),
             "checks": pass_rates,
             "per_domain": per_domain,
+            "contaminated_per_benchmark": {
+                b: sum(
+                    o.step == "decontam" and (o.reason or "").startswith(f"repeats {b}/")
+                    for o in outcomes
+                )
+                for b in cfg.dedup.decontam.benchmarks
+            },
             "capture_refused": sum(len(o.capture_refused) for o in outcomes),
             "sandbox_events": sum(len(o.sandbox_events) for o in outcomes),
             "mean_task_timings_s": {

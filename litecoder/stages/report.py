@@ -66,6 +66,15 @@ def usage_rows(paths: Paths) -> list[list[Any]]:
     return rows
 
 
+def decontam_rows(paths: Paths, benchmarks: list[str]) -> list[list[Any]]:
+    """Tasks dropped for repeating a benchmark task: at dedup (sampled text) and at envprep
+    (refined instruction), per benchmark."""
+    at_dedup = _load(paths.metrics("dedup")).get("contaminated_per_benchmark", {})
+    at_envprep = _load(paths.metrics("envprep")).get("contaminated_per_benchmark", {})
+    names = sorted(set(benchmarks) | set(at_dedup) | set(at_envprep))
+    return [[b, at_dedup.get(b, 0), at_envprep.get(b, 0)] for b in names]
+
+
 def published_rows(cfg: Config, results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The published scores of the benchmarks in `report.benchmarks`, and this run's."""
     benches = list(cfg.report.benchmarks)
@@ -246,6 +255,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ("Training", ["", "value"], train_rows),
         ("LLM usage (teacher calls made by this run)", USAGE_HEADER, usage_rows(ctx.paths)),
     ]
+    if decontam := decontam_rows(ctx.paths, list(cfg.dedup.decontam.benchmarks)):
+        sections.append(
+            ("Decontamination (tasks dropped)", ["benchmark", "at dedup", "at envprep"], decontam)
+        )
     note = (
         ""
         if comparable
