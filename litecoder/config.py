@@ -438,7 +438,12 @@ class Train(Strict):
 
 class EvalAgent(Strict):
     name: str = "terminus-2"
+    label: str | None = None  # how results name this scaffold (default: the agent's name)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return self.label or self.name
 
 
 class Serve(Strict):
@@ -450,23 +455,75 @@ class Serve(Strict):
     extra_args: list[str] = Field(default_factory=list)
 
 
+class EvalModel(Strict):
+    """What is scored: the checkpoint `train` wrote (and its base), a local directory or a
+    Hub id (served by the stage), or an OpenAI-compatible endpoint that is already running."""
+
+    source: Literal["checkpoint", "local", "hub", "endpoint"] = "checkpoint"
+    path: str | None = None  # local: a model directory; hub: a model id
+    base_url: str | None = None  # endpoint: e.g. https://host/v1
+    name: str | None = None  # endpoint: the model name it serves
+    api_key_env: str | None = None  # endpoint: the env var holding its key
+    label: str | None = None  # how results name this model (default: from the source)
+
+    @model_validator(mode="after")
+    def _fields(self) -> EvalModel:
+        if self.source in ("local", "hub") and not self.path:
+            raise ValueError(f"eval.model.source={self.source} needs eval.model.path")
+        if self.source == "endpoint" and not (self.base_url and self.name):
+            raise ValueError("eval.model.source=endpoint needs base_url and name")
+        return self
+
+
+class TerminalBenchSource(Strict):
+    """A dataset of the original Terminal-Bench registry: the git commit it pins, the task ids
+    it scores (its `task_id_subset`), converted to Harbor's layout by `harbor tasks migrate`."""
+
+    registry_url: str = (
+        "https://raw.githubusercontent.com/laude-institute/terminal-bench/main/registry.json"
+    )
+    name: str = "terminal-bench-core"
+    version: str = "0.1.1"
+    commit: str | None = None  # the pin; the registry's entry must name the same commit
+
+
 class Eval(Strict):
     benchmark: str  # results/<benchmark>.json
-    source: Literal["local", "registry"] = "local"
+    # local: the held-out split of data/envs; registry: a Harbor registry dataset (`dataset`);
+    # terminal_bench: the original Terminal-Bench registry (`terminal_bench`); path: task dirs
+    # on disk (`path`; Harbor layout, or the original layout, which is migrated).
+    source: Literal["local", "registry", "terminal_bench", "path"] = "local"
     dataset: str | None = None  # registry: e.g. terminal-bench@2.0
+    terminal_bench: TerminalBenchSource = TerminalBenchSource()
+    path: str | None = None
+    expected_tasks: int | None = Field(default=None, ge=1)  # the stage fails on another count
     k: int = Field(default=1, ge=1)
     n_concurrent: int = Field(default=2, ge=1)
-    agent: EvalAgent = EvalAgent()
+    agents: list[EvalAgent] = Field(default_factory=lambda: [EvalAgent()], min_length=1)
     agent_timeout_multiplier: float | None = Field(default=None, gt=0)
     model_info: dict[str, Any] = Field(default_factory=dict)
+    model: EvalModel = EvalModel()
     serve: Serve = Serve()
-    baseline: bool = True  # also score the untuned base model
+    # May trials reach the internet? Real benchmarks' tests download their tools when they
+    # run (uv, pytest); a task that declares no-network is cut off all the same.
+    network: bool = False
+    baseline: bool = True  # with model.source=checkpoint: also score the untuned base model
     harbor_timeout_s: float = Field(default=14400, gt=0)
+    # Trials that did not finish for reasons outside the model (Harbor's exception types) are
+    # counted apart, never as failures; the stage fails when more than this share is missing.
+    infra_error_types: list[str] = Field(default_factory=list)  # conf/eval/common.yaml
+    max_unfinished_fraction: float = Field(default=0.05, ge=0, le=1)
+    bootstrap: int = Field(default=1000, ge=0)  # resamples of tasks for the 95% interval
 
     @model_validator(mode="after")
     def _source(self) -> Eval:
         if self.source == "registry" and not self.dataset:
             raise ValueError("source 'registry' needs dataset (e.g. terminal-bench@2.0)")
+        if self.source == "path" and not self.path:
+            raise ValueError("source 'path' needs eval.path (a directory of task dirs)")
+        tags = [a.tag for a in self.agents]
+        if len(set(tags)) != len(tags):
+            raise ValueError(f"eval.agents: labels must differ, got {tags}")
         return self
 
 

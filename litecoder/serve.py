@@ -29,11 +29,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(model: str, cfg: Config, root: Path, log_path: Path) -> Iterator[tuple[str, str]]:
-    """An OpenAI-compatible server for `model` on loopback; yields (base URL, model name to
-    request): `transformers serve` answers only to the pinned model's own name."""
+def serve(
+    model: str, cfg: Config, root: Path, log_path: Path, port: int | None = None
+) -> Iterator[tuple[str, str]]:
+    """An OpenAI-compatible server for `model` (a directory or a Hub id) on loopback; yields
+    (base URL, model name to request): `transformers serve` answers only to the pinned
+    model's own name."""
     s = cfg.eval.serve
-    port = free_port()
+    port = port or free_port()
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise StageError(f"port {port} on loopback is taken: is an earlier server running?")
     python = env_python(s.python, root)
     if python is None:
         raise StageError(f"eval.serve.python {s.python!r} does not exist (see scripts/setup.sh)")
@@ -68,7 +74,9 @@ def serve(model: str, cfg: Config, root: Path, log_path: Path) -> Iterator[tuple
             cmd += ["--max-model-len", str(s.max_model_len)]
     cmd += s.extra_args
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    env = dict(os.environ)
+    if Path(model).is_dir():  # a local directory needs no hub; a Hub id follows the user's
+        env.setdefault("HF_HUB_OFFLINE", "1")  # setting (HF_HUB_OFFLINE, HF_HOME, tokens)
     with log_path.open("w") as logf:
         proc = subprocess.Popen(
             cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent

@@ -17,6 +17,7 @@ import yaml
 
 COMPOSE_NAMES = ("docker-compose.yaml", "docker-compose.yml", "compose.yaml", "compose.yml")
 MAIN = "main"
+HARBOR_OWNS = ("build", "image", "command", "container_name", "deploy", "network_mode")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,12 @@ def render(h: Hardening, original: dict[str, Any] | None = None) -> str:
     out: dict[str, Any] = {"services": {}}
     for name, svc in services.items():
         s = dict(svc or {})
+        if name == MAIN:
+            # Harbor's own compose files say how the main container is built and started
+            # (a migrated Terminal-Bench task repeats them with placeholders): they stay
+            # Harbor's, so a staged copy runs its prebuilt image.
+            for key in HARBOR_OWNS:
+                s.pop(key, None)
         s.update(
             {
                 "init": True,

@@ -36,7 +36,7 @@ from typing import Any
 
 from litecoder.config import Config
 from litecoder.harbor import compose
-from litecoder.harbor.taskdir import content_hash, escaping_links, set_docker_image
+from litecoder.harbor.taskdir import content_hash, escaping_links, set_run_environment
 from litecoder.io import StageError, write_json
 from litecoder.sandbox import (
     LABEL,
@@ -209,16 +209,17 @@ def stage(
             (out / "environment" / name).unlink(missing_ok=True)
         task = TaskConfig.model_validate(tomllib.loads((out / "task.toml").read_text()))
         disk_mb = task.environment.storage_mb or 10240
+        declared = str(task.environment.network_mode.value)
         h = compose.Hardening(
             capabilities=sec.capabilities,
             pids=sec.trial_pids,
-            network=sec.network,
+            network=sec.network and declared != "no-network",  # a task may ask for less
             memory_mb=task.environment.memory_mb or sec.default_memory_mb,
             storage_size=storage_size(client, tag, disk_mb) if sec.disk_quota else None,
             labels=tuple(labels(run, src.name, "trial").items()),
         )
         (out / "environment" / "docker-compose.yaml").write_text(compose.render(h, original))
-        set_docker_image(out / "task.toml", tag)
+        set_run_environment(out / "task.toml", tag)
         return out
 
     with ThreadPoolExecutor(max(1, concurrency)) as pool:

@@ -146,7 +146,9 @@ def task_toml(task: TaskToml, metadata: dict[str, Any]) -> str:
     """task.toml through Harbor's own model, so that what we write is what Harbor reads."""
     from harbor.models.task.config import TaskConfig
 
-    network_mode = "public" if task.network in ("isolated", "public") else "no-network"
+    # isolated: the compose file cuts the network (`network_mode: none`), so the task declares
+    # no network, as it is run; public: the internet is allowed.
+    network_mode = "public" if task.network == "public" else "no-network"
     cfg = TaskConfig.model_validate(
         {
             "metadata": metadata,
@@ -235,12 +237,15 @@ def litecoder_meta(task_dir: Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def set_docker_image(toml_path: Path, image: str) -> None:
-    """Point a task.toml at a prebuilt image (Harbor then runs it instead of building)."""
-    from harbor.models.task.config import TaskConfig
+def set_run_environment(toml_path: Path, image: str) -> None:
+    """A staged copy's task.toml: a prebuilt image (Harbor then runs it instead of building)
+    and Harbor's network policy left open, because litecoder's compose file is what cuts the
+    network in a staged copy (Harbor's own `no-network` needs its egress sidecar image)."""
+    from harbor.models.task.config import NetworkMode, TaskConfig
 
     cfg = TaskConfig.model_validate(tomllib.loads(toml_path.read_text()))
     cfg.environment.docker_image = image
+    cfg.environment.network_mode = NetworkMode.PUBLIC
     toml_path.write_text(cfg.model_dump_toml())
 
 

@@ -123,8 +123,11 @@ def static(task: Path, *, allow_network: bool = False, caps: tuple[str, ...] = (
         raw.get("allow_internet") is True or env.get("allow_internet") is True
     ):
         r.add("network", ["allow_internet = true: the task needs the internet"])
-    elif not allow_network and net == "public" and _compose_has_no_network_mode(task):
+    elif not allow_network and net in (None, "public") and _compose_network(task) is None:
         r.add("network", ["network_mode 'public' and no compose file that cuts it off"], "warning")
+    if net in (None, "public") and _compose_network(task) == "none":
+        r.add("network", ["task.toml declares network_mode 'public'; its compose file cuts the "
+                          "network (network_mode: none): declare 'no-network'"])  # fmt: skip
     test_sh = task / "tests/test.sh"
     if test_sh.is_file():
         text = test_sh.read_text(errors="replace")
@@ -145,10 +148,12 @@ def static(task: Path, *, allow_network: bool = False, caps: tuple[str, ...] = (
     return r
 
 
-def _compose_has_no_network_mode(task: Path) -> bool:
+def _compose_network(task: Path) -> str | None:
+    """The main service's network_mode in the task's compose file (None: not set)."""
     doc = compose.load(task / "environment")
     main = (doc.get("services") or {}).get(compose.MAIN) or {}
-    return "network_mode" not in main
+    mode = main.get("network_mode") if isinstance(main, dict) else None
+    return str(mode) if mode is not None else None
 
 
 def expensive(

@@ -1,26 +1,41 @@
-"""Stage `evaluate`: score a checkpoint (and its untuned base) on a terminal benchmark.
+"""Stage `evaluate`: score models on a terminal benchmark with Harbor, honestly.
 
-The model is served behind an OpenAI-compatible endpoint on loopback, started and stopped by
-the stage (`transformers serve` on CPU, vLLM on GPU), and Harbor runs Terminus-2 against it:
-on Harbor's registry datasets (terminal-bench@1.0 / @2.0, online) or on the held-out split of
-the environments this pipeline built (offline). Each task gets k attempts; pass@1 is the mean
-reward over attempts and tasks, pass@k the unbiased estimator over the k attempts.
+What is scored (`eval.model`): the checkpoint `train` wrote and its untuned base (default), a
+local model directory or a Hub id (each served on loopback by the stage: `transformers serve`
+on CPU, vLLM on GPU), or an OpenAI-compatible endpoint that is already running. On what
+(`eval.source`, litecoder.harbor.datasets): the held-out split of data/envs, a Harbor registry
+dataset, the original Terminal-Bench registry (migrated), or task dirs on disk. With several
+`eval.agents` each model is scored under each scaffold, side by side.
+
+Scoring: each task gets k attempts. A trial that did not finish for a reason outside the model
+(an environment or endpoint failure: `eval.infra_error_types`, or no result at all) is counted
+apart and never as a failure; the stage fails when more than `eval.max_unfinished_fraction`
+of the trials are missing. pass@1 is the mean reward over a task's finished attempts averaged
+over tasks, pass@k the unbiased estimator, with a bootstrap 95% interval over tasks. Harbor
+jobs live in `.litecoder/evaluate/jobs/` and a killed evaluation resumes them (`harbor job
+resume`): finished trials are not run again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
+import random
 import shutil
-import subprocess
-import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from litecoder.config import Config
+from litecoder.config import Config, EvalAgent
 from litecoder.context import StageContext
-from litecoder.harbor import runner
+from litecoder.harbor import datasets, runner
+from litecoder.harbor.taskdir import content_hash
 from litecoder.io import StageError, tail, write_json, write_text
 from litecoder.records import ModelInfo, Splits
 from litecoder.sandbox import docker_client
@@ -37,42 +52,87 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def score(results: list[Any], k: int) -> dict[str, Any]:
-    per_task: dict[str, list[float]] = {}
-    errors = 0
-    for r in results:
-        per_task.setdefault(r.task_name, []).append(runner.reward(r) or 0.0)
-        errors += int(r.exception_info is not None)
-    tasks: dict[str, dict[str, Any]] = {
-        t: {
-            "rewards": rs,
-            "pass@1": sum(rs) / len(rs),
-            f"pass@{k}": pass_at_k(len(rs), sum(1 for x in rs if x >= 1.0), min(k, len(rs))),
-        }
-        for t, rs in sorted(per_task.items())
-    }
-    n = max(1, len(tasks))
-    return {
-        "pass@1": round(sum(t["pass@1"] for t in tasks.values()) / n, 4),
-        f"pass@{k}": round(sum(t[f"pass@{k}"] for t in tasks.values()) / n, 4),
-        "tasks": len(tasks),
-        "trials": len(results),
-        "errors": errors,
-        "per_task": tasks,
-    }
+# --- what is scored ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    model: str  # a path or Hub id to serve, or the endpoint's model name
+    endpoint: str | None = None  # base URL of a running endpoint (then nothing is served)
+    api_key_env: str | None = None
+
+    def identity(self, root: Path) -> str:
+        """What makes two evaluations of this target the same (a resumable job)."""
+        p = Path(self.model) if Path(self.model).is_absolute() else root / self.model
+        if self.endpoint is None and p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file())
+            stamp = [(str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+            return hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
+        return f"{self.endpoint}:{self.model}"
+
+
+def targets(ctx: StageContext) -> list[Target]:
+    m, cfg = ctx.cfg.eval.model, ctx.cfg.eval
+    if m.source == "checkpoint":
+        info = ctx.read_one("models", ModelInfo, "model.json")
+        out = [Target(m.label or "tuned", _local(ctx, info.checkpoint))]
+        if cfg.baseline:
+            out.append(Target("baseline", _local(ctx, info.base_model)))
+        return out
+    if m.source == "local":
+        assert m.path is not None
+        p = Path(m.path) if Path(m.path).is_absolute() else ctx.root / m.path
+        if not p.is_dir():
+            raise StageError(f"eval.model.path {p} is not a model directory")
+        return [Target(m.label or p.name, str(p.resolve()))]
+    if m.source == "hub":
+        assert m.path is not None
+        return [Target(m.label or m.path.split("/")[-1], m.path)]
+    assert m.base_url and m.name
+    if m.api_key_env and not os.environ.get(m.api_key_env):
+        raise StageError(f"eval.model.api_key_env: {m.api_key_env} is not set")
+    return [Target(m.label or m.name, m.name, m.base_url.rstrip("/"), m.api_key_env)]
+
+
+def _local(ctx: StageContext, model: str) -> str:
+    path = ctx.paths.workdir / model
+    return str(path) if path.exists() else model
+
+
+@contextmanager
+def endpoint(ctx: StageContext, t: Target, log_path: Path) -> Iterator[tuple[str, str, str]]:
+    """(api_base, model name, key) of a target: its own endpoint, or a server for it."""
+    if t.endpoint is not None:
+        yield t.endpoint, t.model, os.environ.get(t.api_key_env or "", "") or "EMPTY"
+        return
+    # A stable port: a resumed Harbor job keeps the api_base it was started with.
+    port = 40000 + zlib.crc32(f"{ctx.root.resolve()}:eval:{t.label}".encode()) % 20000
+    with serve(t.model, ctx.cfg, ctx.root, log_path, port=port) as (base, served):
+        yield base, served, "EMPTY"
+
+
+# --- Harbor -----------------------------------------------------------------------------------
 
 
 def harbor_job(
-    cfg: Config, api_base: str, served: str, job_name: str, jobs_dir: Path, tasks: list[Path]
+    cfg: Config,
+    api_base: str,
+    served: str,
+    job_name: str,
+    jobs_dir: Path,
+    tasks: list[Path],
+    agent: EvalAgent | None = None,
 ) -> dict[str, Any]:
     e = cfg.eval
-    kwargs = {**e.agent.kwargs, "api_base": api_base}
+    agent = agent or e.agents[0]
+    kwargs = {**agent.kwargs, "api_base": api_base}
     if e.model_info:
         kwargs.setdefault("model_info", e.model_info)
     return runner.job_config(
         job_name=job_name,
         jobs_dir=jobs_dir,
-        agents=[{"name": e.agent.name, "model_name": f"openai/{served}", "kwargs": kwargs}],
+        agents=[{"name": agent.name, "model_name": f"openai/{served}", "kwargs": kwargs}],
         tasks=tasks,
         n_attempts=e.k,
         n_concurrent=e.n_concurrent,
@@ -80,124 +140,250 @@ def harbor_job(
     )
 
 
-def evaluate_model(
-    ctx: StageContext, label: str, model: str, tasks: list[Path], bar: Any
-) -> dict[str, Any]:
+def job_name(
+    cfg: Config, key: str, t: Target, agent: EvalAgent, tasks: list[Path], root: Path
+) -> str:
+    payload = {
+        "eval": cfg.eval.model_dump(
+            include={"k", "agent_timeout_multiplier", "model_info", "benchmark"}
+        ),
+        "agent": agent.model_dump(),
+        "model": t.identity(root),
+        "tasks": [[d.name, content_hash(d)] for d in tasks],
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{key.replace('@', '__')}-{digest}"
+
+
+def run_job(
+    ctx: StageContext,
+    t: Target,
+    agent: EvalAgent,
+    key: str,
+    tasks: list[Path],
+    jobs_dir: Path,
+    out: Path,
+    bar: Any,
+) -> Path:
+    """One model under one scaffold: a Harbor job run (or resumed) to the end."""
     cfg = ctx.cfg
-    out = ctx.paths.results
-    jobs_dir = (out / "jobs").resolve()
-    if (jobs_dir / label).exists():
-        shutil.rmtree(jobs_dir / label)
-    start = time.monotonic()
+    name = job_name(cfg, key, t, agent, tasks, ctx.root)
+    job_dir = jobs_dir / name
+    expected = len(tasks) * cfg.eval.k
+    if job_dir.exists():
+        # Trials that did not finish for outside reasons run again; the others are kept.
+        for r in runner.trial_results(job_dir):
+            if runner.exception_type(r) in cfg.eval.infra_error_types:
+                shutil.rmtree(job_dir / r.trial_name, ignore_errors=True)
+    done = len(runner.trial_results(job_dir)) if job_dir.exists() else 0
+    if done >= expected:
+        bar.advance(expected)
+        return job_dir
+    log_path = out / f"harbor-{key}.log"
+    # Staged copies (litecoder's compose file, confined prebuilt images), labelled for this job.
     staged = runner.stage(
         tasks,
-        ctx.root / ".litecoder" / "evaluate" / f"{cfg.eval.benchmark}-{label}",
-        run=runner.run_label(jobs_dir / label),
-        sec=runner.Security.from_config(cfg),
+        jobs_dir.parent / "tasks" / name,
+        run=runner.run_label(job_dir),
+        sec=runner.Security.from_config(cfg, network=cfg.eval.network),
         build_timeout_s=cfg.envprep.task.build_timeout_sec,
     )
-    with serve(model, cfg, ctx.root, out / f"serve-{label}.log") as (base, served):
-        conf = harbor_job(cfg, base, served, label, jobs_dir, staged)
-        conf_path = out / f"job-{label}.json"
-        write_text(conf_path, json.dumps(conf, indent=2))
-        log_path = out / f"harbor-{label}.log"
-        log_path.unlink(missing_ok=True)
-        runner.run_harbor(
-            [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"],
-            env=runner.harbor_env(OPENAI_API_KEY="EMPTY"),
-            job_dir=jobs_dir / label,
+    with endpoint(ctx, t, out / f"serve-{t.label}.log") as (base, served, key_value):
+        if (job_dir / "config.json").exists():
+            log.info("resuming %s (%d/%d trials done)", name, done, expected)
+            bar.advance(done)
+            cmd = [runner.harbor_bin(), "job", "resume", "-p", str(job_dir)]
+        else:
+            conf = harbor_job(cfg, base, served, name, jobs_dir, staged, agent)
+            conf_path = out / f"job-{key}.json"
+            write_text(conf_path, json.dumps(conf, indent=2))
+            cmd = [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"]
+        _, rc = runner.run_harbor(
+            cmd,
+            env=runner.harbor_env(OPENAI_API_KEY=key_value),
+            job_dir=job_dir,
             log_path=log_path,
             timeout_s=cfg.eval.harbor_timeout_s,
             bar=bar,
         )
-    results = runner.trial_results(jobs_dir / label)
-    if not results:
-        log_tail = tail(log_path.read_text(errors="replace"))
-        raise StageError(f"harbor produced no trial results for {label}: {log_tail}")
+    if rc != 0:
+        # Scored anyway, with what did not finish counted apart (and the stage failing when
+        # that is too much); the log says why.
+        log.warning("harbor exited %d for %s: %s", rc, key, tail(log_path.read_text(), 3))
+    return job_dir
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+
+def score(
+    results: list[Any],
+    *,
+    k: int,
+    tasks: list[str],
+    infra_error_types: list[str],
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """pass@1 / pass@k over the trials that finished; the others counted apart."""
+    per_task: dict[str, list[float]] = {t: [] for t in tasks}
+    unfinished: dict[str, int] = {}
+    for r in results:
+        kind = runner.exception_type(r)
+        if kind in infra_error_types:
+            unfinished[kind or ""] = unfinished.get(kind or "", 0) + 1
+            continue
+        per_task.setdefault(r.task_name, []).append(runner.reward(r) or 0.0)
+    finished = sum(len(v) for v in per_task.values())
+    expected = len(tasks) * k
+    missing = max(0, expected - finished - sum(unfinished.values()))
+    if missing:
+        unfinished["no result (killed or never started)"] = missing
+    scored = {t: rs for t, rs in sorted(per_task.items()) if rs}
+    table: dict[str, dict[str, Any]] = {
+        t: {
+            "rewards": rs,
+            "pass@1": sum(rs) / len(rs),
+            f"pass@{k}": pass_at_k(len(rs), sum(1 for x in rs if x >= 1.0), min(k, len(rs))),
+        }
+        for t, rs in scored.items()
+    }
+    p1 = [v["pass@1"] for v in table.values()]
+    pk = [v[f"pass@{k}"] for v in table.values()]
     return {
-        "model": model,
-        **score(results, cfg.eval.k),
-        "seconds": round(time.monotonic() - start, 1),
+        "pass@1": round(_mean(p1), 4),
+        f"pass@{k}": round(_mean(pk), 4),
+        "pass@1_ci95": _bootstrap(p1, bootstrap, seed),
+        "tasks": len(tasks),
+        "tasks_scored": len(table),
+        "trials": finished,
+        "expected_trials": expected,
+        "unfinished": sum(unfinished.values()),
+        "unfinished_by_type": unfinished,
+        "per_task": table,
     }
 
 
-def download(cfg: Config, root: Path) -> list[Path]:
-    """A registry dataset's task dirs, fetched once with `harbor download` (then staged and run
-    like local tasks, under litecoder's limits)."""
-    assert cfg.eval.dataset is not None
-    dest = root / ".litecoder" / "datasets" / cfg.eval.dataset.replace("/", "__")
-    if not any(dest.glob("**/task.toml")):
-        log_path = dest.parent / f"{dest.name}.log"
-        dest.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(
-            [runner.harbor_bin(), "download", cfg.eval.dataset, "-o", str(dest), "--export"],
-            capture_output=True,
-            text=True,
-            env=runner.harbor_env(),
-            timeout=cfg.eval.harbor_timeout_s,
-        )
-        log_path.write_text(r.stdout + r.stderr)
-        if r.returncode != 0:
-            raise StageError(
-                f"could not download {cfg.eval.dataset}: {tail(r.stdout + r.stderr, 3)}"
-            )
-    tasks = sorted(p.parent for p in dest.glob("**/task.toml"))
-    if not tasks:
-        raise StageError(f"{cfg.eval.dataset} has no tasks (looked in {dest})")
-    return tasks
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
-    """results/<benchmark>.json: pass@1 and pass@k of the tuned model and its base."""
+def _bootstrap(xs: list[float], n: int, seed: int) -> list[float] | None:
+    """A percentile 95% interval of the mean over tasks (tasks resampled with replacement)."""
+    if not xs or n <= 0:
+        return None
+    rng = random.Random(seed)
+    means = sorted(_mean(rng.choices(xs, k=len(xs))) for _ in range(n))
+    return [round(means[int(0.025 * (n - 1))], 4), round(means[int(0.975 * (n - 1))], 4)]
+
+
+# --- the stage --------------------------------------------------------------------------------
+
+
+def task_dirs(ctx: StageContext) -> list[Path]:
     cfg = ctx.cfg
-    track = StageRun("evaluate", cfg, ctx.paths.workdir)
-    docker_client()
     if cfg.eval.source == "local":
         splits = ctx.read_one("envs", Splits, "splits.json")
         tasks = [(ctx.paths.envs / t).resolve() for t in splits.heldout]
         if not tasks:
             raise StageError("the held-out split is empty: raise envprep.heldout_fraction")
-    else:
-        tasks = download(cfg, ctx.root)
-    info = ctx.read_one("models", ModelInfo, "model.json")
-    models = {"tuned": info.checkpoint}
-    if cfg.eval.baseline:
-        models["baseline"] = info.base_model
-    expected = len(tasks) * cfg.eval.k * len(models) if tasks else 0
-    scores = {}
-    with progress("evaluate", expected) as bar:
-        for label, model in models.items():
-            path = ctx.paths.workdir / model
-            scores[label] = evaluate_model(
-                ctx, label, str(path if path.exists() else model), tasks, bar
+        return tasks
+    tasks = datasets.tasks(cfg.eval, ctx.root, ctx.root / ".litecoder" / "evaluate")
+    if cfg.eval.expected_tasks and len(tasks) != cfg.eval.expected_tasks:
+        raise StageError(
+            f"{cfg.eval.benchmark}: {len(tasks)} tasks where {cfg.eval.expected_tasks} are "
+            "expected (eval.expected_tasks): the dataset is not the one the scores compare to"
+        )
+    return [t.resolve() for t in tasks]
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """results/<benchmark>.json: pass@1, pass@k and a 95% interval per model and scaffold."""
+    cfg = ctx.cfg
+    e = cfg.eval
+    track = StageRun("evaluate", cfg, ctx.paths.workdir)
+    docker_client()
+    datasets.preflight(e, ctx.root)  # before any model is loaded
+    chosen = targets(ctx)
+    tasks = task_dirs(ctx)
+    out = ctx.paths.results
+    out.mkdir(parents=True, exist_ok=True)
+    work = ctx.root / ".litecoder" / "evaluate"
+    jobs_dir = (work / "jobs").resolve()
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    runs = [
+        (t, a, t.label if len(e.agents) == 1 else f"{t.label}@{a.tag}")
+        for t in chosen
+        for a in e.agents
+    ]
+    names = [d.name for d in tasks]
+    scores: dict[str, dict[str, Any]] = {}
+    with progress("evaluate", len(tasks) * e.k * len(runs)) as bar:
+        for t, agent, key in runs:
+            job_dir = run_job(ctx, t, agent, key, tasks, jobs_dir, out, bar)
+            dest = out / "jobs" / key.replace("@", "__")
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(job_dir, dest, symlinks=True)
+            s = score(
+                runner.trial_results(job_dir),
+                k=e.k,
+                tasks=names,
+                infra_error_types=e.infra_error_types,
+                bootstrap=e.bootstrap,
             )
-    k = cfg.eval.k
+            scores[key] = {"model": t.model, "agent": agent.tag, **s}
+    k = e.k
+    keys = ("pass@1", f"pass@{k}", "pass@1_ci95", "tasks", "tasks_scored", "trials",
+            "expected_trials", "unfinished", "unfinished_by_type", "model", "agent")  # fmt: skip
     result = {
-        "benchmark": cfg.eval.benchmark,
-        "dataset": cfg.eval.dataset or "held-out split of data/envs",
-        "agent": cfg.eval.agent.name,
+        "benchmark": e.benchmark,
+        "dataset": _describe(ctx),
+        "agents": [a.tag for a in e.agents],
         "k": k,
-        "models": {
-            label: {key: s[key] for key in ("pass@1", f"pass@{k}", "tasks", "trials", "errors")}
-            for label, s in scores.items()
-        },
-        "per_task": {label: s["per_task"] for label, s in scores.items()},
+        "models": {key: {x: s[x] for x in keys} for key, s in scores.items()},
+        "per_task": {key: s["per_task"] for key, s in scores.items()},
     }
     write_json(ctx.paths.scores, result)
     track.metrics.update(
         {
-            "benchmark": cfg.eval.benchmark,
+            "benchmark": e.benchmark,
             "k": k,
             **{
-                f"{label}/{key}": s[key]
-                for label, s in scores.items()
-                for key in ("pass@1", f"pass@{k}", "seconds")
+                f"{key}/{x}": s[x]
+                for key, s in scores.items()
+                for x in ("pass@1", f"pass@{k}", "unfinished")
             },
         }
     )
     track.table = [
-        {"model": label, "task": t, "rewards": str(v["rewards"])}
-        for label, s in scores.items()
-        for t, v in s["per_task"].items()
+        {"model": key, "task": task, "rewards": str(v["rewards"])}
+        for key, s in scores.items()
+        for task, v in s["per_task"].items()
     ]
-    return track.finish()
+    metrics = track.finish()
+    too_many = {
+        key: s["unfinished"]
+        for key, s in scores.items()
+        if s["unfinished"] > e.max_unfinished_fraction * s["expected_trials"]
+    }
+    if too_many:
+        worst = max(too_many, key=lambda x: too_many[x])
+        s = scores[worst]
+        raise StageError(
+            f"{worst}: {s['unfinished']} of {s['expected_trials']} trials did not finish "
+            f"({s['unfinished_by_type']}), more than eval.max_unfinished_fraction="
+            f"{e.max_unfinished_fraction}; run again to resume (finished trials are kept)"
+        )
+    return metrics
+
+
+def _describe(ctx: StageContext) -> str:
+    e = ctx.cfg.eval
+    if e.source == "local":
+        return "held-out split of data/envs"
+    if e.source == "registry":
+        return str(e.dataset)
+    if e.source == "path":
+        return str(e.path)
+    tb = e.terminal_bench
+    return f"{tb.name} {tb.version} ({tb.commit or 'unpinned'})"

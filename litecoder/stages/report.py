@@ -85,7 +85,9 @@ def published_rows(cfg: Config, results: dict[str, Any]) -> tuple[list[str], lis
     bench = cfg.eval.benchmark
     for m, v in results.get("models", {}).items():
         val = f"{100 * v['pass@1']:.2f}"
-        row: list[Any] = [f"this run: {m} ({cfg.train.name})", *[None] * len(benches)]
+        trained = cfg.eval.model.source == "checkpoint" and m.startswith("tuned")
+        name = f"this run: {m}" + (f" ({cfg.train.name})" if trained else "")
+        row: list[Any] = [name, *[None] * len(benches)]
         if bench in benches:
             row[1 + benches.index(bench)] = val
             row.append("this run")
@@ -225,10 +227,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
         wr.writerows([c, fun["total"].get(c, 0)] for c in FUNNEL)
 
     k = results.get("k", 1)
+
+    def ci(v: dict[str, Any]) -> str:
+        lo_hi = v.get("pass@1_ci95")
+        return f"{100 * lo_hi[0]:.1f}-{100 * lo_hi[1]:.1f}%" if lo_hi else "-"
+
     score_rows = [
-        [m, f"{100 * v['pass@1']:.2f}%", f"{100 * v[f'pass@{k}']:.2f}%", v["tasks"], v["trials"]]
+        [m, v.get("agent", ""), f"{100 * v['pass@1']:.2f}%", ci(v),
+         f"{100 * v[f'pass@{k}']:.2f}%", v["tasks"], v["trials"], v.get("unfinished", 0)]
         for m, v in results.get("models", {}).items()
-    ]
+    ]  # fmt: skip
     bench = cfg.eval.benchmark
     comparable = bench in cfg.report.benchmarks
     pub_header, pub_rows = published_rows(cfg, results)
@@ -249,7 +257,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         )
     ]
     sections = [
-        ("Scores", ["model", "pass@1", f"pass@{k}", "tasks", "trials"], score_rows),
+        (
+            "Scores (unfinished trials are counted apart, not as failures)",
+            ["model", "agent", "pass@1", "95% CI", f"pass@{k}", "tasks", "trials", "unfinished"],
+            score_rows,
+        ),
         ("Against the published numbers (pass@1, %, Terminus-2)", pub_header, pub_rows),
         ("Funnel", ["domain", *FUNNEL], funnel_rows),
         ("Training", ["", "value"], train_rows),
