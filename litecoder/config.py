@@ -283,6 +283,38 @@ class RolloutAgent(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)  # `--ak` agent kwargs
 
 
+class TerminalBenchSource(Strict):
+    """A dataset of the original Terminal-Bench registry: the git commit it pins, the task ids
+    it scores (its `task_id_subset`), converted to Harbor's layout by `harbor tasks migrate`."""
+
+    registry_url: str = (
+        "https://raw.githubusercontent.com/laude-institute/terminal-bench/main/registry.json"
+    )
+    name: str = "terminal-bench-core"
+    version: str = "0.1.1"
+    commit: str | None = None  # the pin; the registry's entry must name the same commit
+
+
+class TaskSet(Strict):
+    """Harbor task dirs from outside this run (e.g. a released set of RL environments): a
+    Harbor registry dataset, an original Terminal-Bench registry entry, or dirs on disk."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    source: Literal["registry", "terminal_bench", "path"] = "path"
+    dataset: str | None = None  # registry: NAME@VERSION
+    terminal_bench: TerminalBenchSource = TerminalBenchSource()
+    path: str | None = None  # path: a directory of task dirs (either layout)
+    max_tasks: int | None = Field(default=None, ge=1)  # the first N (by name)
+
+    @model_validator(mode="after")
+    def _source(self) -> TaskSet:
+        if self.source == "registry" and not self.dataset:
+            raise ValueError(f"task set {self.name}: source 'registry' needs dataset")
+        if self.source == "path" and not self.path:
+            raise ValueError(f"task set {self.name}: source 'path' needs path")
+        return self
+
+
 class Rollout(Strict):
     split: Literal["train", "all"] = "train"
     n_attempts: int = Field(default=1, ge=1)
@@ -295,6 +327,10 @@ class Rollout(Strict):
     model_info: dict[str, Any] = Field(default_factory=dict)
     harbor_timeout_s: float = Field(default=7200, gt=0)
     agents: list[RolloutAgent] = Field(min_length=1)
+    # Task sets from outside (validated first: tasks with errors are left out and listed),
+    # beside this run's environments, or instead of them with use_envs: false.
+    external: list[TaskSet] = Field(default_factory=list)
+    use_envs: bool = True
     # Trial exceptions that mean the teacher's endpoint failed (through the gateway, which had
     # already waited out what it could), not the agent: such trials are not results; a re-run
     # runs them again (and the stage fails when more than llm.max_failed_fraction of them).
@@ -361,6 +397,15 @@ class TokenizerSettings(Strict):
     build_vocab_size: int = Field(default=4096, ge=300)
 
 
+class ExternalSft(Strict):
+    """An SFT dataset merged into this run's (a saved `datasets` dir or JSONL, chat format)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # provenance of its rows
+    path: str
+    split: str = "train"  # of a DatasetDict
+    max_rows: int | None = Field(default=None, ge=1)
+
+
 class Sft(Strict):
     # SFT format(s) to render (litecoder.trajectory.formats), with weights; trajectories are
     # assigned by hash.
@@ -370,6 +415,7 @@ class Sft(Strict):
     overlength: Literal["split", "drop"] = "split"
     tokenizer: TokenizerSettings = TokenizerSettings()
     world_model: bool = True  # also write (history + command) -> observation records
+    external: list[ExternalSft] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _weights(self) -> Sft:
@@ -473,18 +519,6 @@ class EvalModel(Strict):
         if self.source == "endpoint" and not (self.base_url and self.name):
             raise ValueError("eval.model.source=endpoint needs base_url and name")
         return self
-
-
-class TerminalBenchSource(Strict):
-    """A dataset of the original Terminal-Bench registry: the git commit it pins, the task ids
-    it scores (its `task_id_subset`), converted to Harbor's layout by `harbor tasks migrate`."""
-
-    registry_url: str = (
-        "https://raw.githubusercontent.com/laude-institute/terminal-bench/main/registry.json"
-    )
-    name: str = "terminal-bench-core"
-    version: str = "0.1.1"
-    commit: str | None = None  # the pin; the registry's entry must name the same commit
 
 
 class Eval(Strict):

@@ -170,3 +170,4 @@ class SftRow(Record):
     part: int = 0
     turns: int
     tokens: int
+    source: str = "litecoder"  # or the name of the external dataset (sft.external) it is from

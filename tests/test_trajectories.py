@@ -135,6 +135,59 @@ def test_length_policy_splits_or_drops(smoke: Path, tmp_path: Path) -> None:
             assert m["dropped_overlength"] == m["trajectories"] - len(rows) > 0
 
 
+def test_external_sft_datasets_merge_with_provenance(smoke: Path, tmp_path: Path) -> None:
+    from datasets import Dataset, load_from_disk
+
+    from litecoder.context import stage_context
+    from litecoder.io import StageError
+    from litecoder.stages import sft
+
+    work = tmp_path / "w"
+    shutil.copytree(smoke / "data/trajectories", work / "data/trajectories")
+    chat = [
+        {"role": "system", "content": "You are a terminal agent."},
+        {"role": "user", "content": "List the files in /tmp."},
+        {"role": "assistant", "content": '{"commands": [{"keystrokes": "ls /tmp\\n"}]}'},
+    ]
+    jsonl = tmp_path / "released.jsonl"
+    lines = [
+        {"messages": chat, "task_id": "released-1"},
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "ls"}]},
+        {"messages": [{"role": "user", "content": "no answer"}]},  # dropped: no assistant turn
+        {"messages": [{"role": "wizard", "content": "x"}, *chat[2:]]},  # dropped: unknown role
+    ]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    Dataset.from_list([{"messages": chat}] * 3).save_to_disk(str(tmp_path / "hf-ds"))
+    cfg = compose_cfg(
+        f"sft.external=[{{name: released, path: {jsonl}}}, {{name: hf, path: {tmp_path}/hf-ds}}]"
+    )
+    with stage_context(cfg, work, work) as ctx:
+        m = sft.run(ctx)
+    rows = read_jsonl(work / "data/sft/train.jsonl")
+    own = [r for r in rows if r["source"] == "litecoder"]
+    assert own and m["per_source"] == {"litecoder": len(own), "released": 2, "hf": 3}
+    assert m["external_dropped"] == {
+        "released": {"no assistant turn": 1, "unknown role": 1},
+        "hf": {},
+    }
+    released = [r for r in rows if r["source"] == "released"]
+    assert released[0]["task_id"] == "released-1" and released[0]["format"] == "external"
+    assert released[1]["messages"][1] == {"role": "assistant", "content": "ls"}  # ShareGPT
+    assert all(r["tokens"] > 0 for r in rows)
+    hf = load_from_disk(str(work / "data/sft/hf"))
+    assert sorted(set(hf["source"])) == ["hf", "litecoder", "released"]
+    assert "| released | 2 |" in (work / "data/sft/README.md").read_text()
+    # A source that is not there, or has nothing usable, is a clear error.
+    (tmp_path / "empty.jsonl").write_text("")
+    for bad in (tmp_path / "missing.jsonl", tmp_path / "empty.jsonl"):
+        cfg = compose_cfg(f"sft.external=[{{name: x, path: {bad}}}]")
+        with (
+            pytest.raises(StageError, match=r"sft\.external x"),
+            stage_context(cfg, work, work) as ctx,
+        ):
+            sft.run(ctx)
+
+
 # --- one ATIF fixture per filter rule, from real Harbor trials ---------------------------------
 
 
@@ -307,3 +360,39 @@ def test_killed_rollout_resumes_only_missing_trials(smoke: Path, tmp_path: Path)
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # not run again
     # The trial Harbor was in when killed left its container; the resumed run removed it.
     assert litecoder_leftovers()["containers"] == []
+
+
+def test_external_task_set_is_validated_rolled_out_and_filtered(tmp_path: Path) -> None:
+    """A task set from outside (original Terminal-Bench layout, migrated) instead of data/envs:
+    its broken task is left out with its findings, the others run and reach `filter` with
+    their provenance as domain."""
+    from tests.test_evaluate import tb1_tasks
+
+    tasks = tb1_tasks(tmp_path / "released")
+    broken = tasks / "broken-task"
+    shutil.copytree(tasks / "hello-file", broken)
+    (broken / "Dockerfile").write_text(
+        "FROM litecoder-base:bookworm\nCOPY missing.txt /app/\n"  # a COPY source that is absent
+    )
+    project = make_project(tmp_path / "p", git=False)
+    with StandIn() as server:
+        point_offline_teacher(project, server.base_url)
+        cmd = [
+            "litecoder", "rollout", "rollout=terminus2", "rollout.n_attempts=1",
+            "rollout.use_envs=false", "rollout.agent_timeout_multiplier=0.05",
+            f"rollout.external=[{{name: released, source: path, path: {tasks}}}]",
+        ]  # fmt: skip
+        r = run(cmd, project, check=False, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((project / "metrics/rollout.json").read_text())
+    assert m["external_tasks"] == {"released": 2} and m["trials"] == 2
+    [left_out] = m["external_rejected"]["released"]
+    assert left_out["task"] == "broken-task"
+    assert any(f["check"] == "copy_sources" for f in left_out["findings"])
+    assert set(m["per_domain"]) == {"external/released"}
+    run(["litecoder", "filter"], project)
+    kept = read_jsonl(project / "data/trajectories/kept.jsonl")
+    rejected = read_jsonl(project / "data/trajectories/rejected.jsonl")
+    assert len(kept) + len(rejected) == 2
+    assert {r["domain"] for r in kept + rejected} == {"external/released"}
+    assert {r["agent_label"] for r in kept + rejected} == {"terminus-2"}

@@ -243,6 +243,9 @@ def _read(path: Path) -> Any | None:
     return TrialResult.model_validate(raw)
 
 
+JOB_INFO = "litecoder-job.json"  # in a rollout job dir: the agent label, each task's metadata
+
+
 def trial_results(job_dir: Path) -> list[Any]:
     """The finished trials of a Harbor job directory, as Harbor's own TrialResult models."""
     return [r for r in map(_read, sorted(job_dir.glob("*/result.json"))) if r is not None]

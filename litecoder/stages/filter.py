@@ -8,6 +8,7 @@ timeouts, reward, loops, turns, context length, unparseable responses, duplicate
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,19 @@ def read_trials(rollouts: Path, envs: Path) -> list[tuple[Any, Trajectory | None
         raise MissingInput(f"{rollouts} does not exist (written by stage `rollout`)")
     out = []
     for job in sorted(p for p in rollouts.iterdir() if p.is_dir()):
-        label = job.name.rsplit("-", 1)[0]
+        info_file = job / runner.JOB_INFO
+        job_info: dict[str, Any] = (
+            json.loads(info_file.read_text())
+            if info_file.exists()  # a Harbor job dir litecoder did not write: <label>-<hash>
+            else {"agent": job.name.rsplit("-", 1)[0], "tasks": {}}
+        )
         for result in runner.trial_results(job):
             trial_dir = job / result.trial_name
+            meta = job_info["tasks"].get(result.task_name)
             info = {
                 "job": job.name,
-                "agent_label": label,
-                "meta": litecoder_meta(envs / result.task_name),
+                "agent_label": job_info["agent"],
+                "meta": meta if meta is not None else litecoder_meta(envs / result.task_name),
                 "security": runner.trial_report(trial_dir),
             }
             out.append((result, load_atif(trial_dir, job.name), info))

@@ -22,12 +22,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from litecoder.config import Config, RolloutAgent
+from litecoder.config import Config, RolloutAgent, TaskSet
 from litecoder.context import StageContext
 from litecoder.gateway import SESSION_HEADER, Gateway
-from litecoder.harbor import runner
+from litecoder.harbor import datasets, runner, validate
+from litecoder.harbor.runner import JOB_INFO
 from litecoder.harbor.taskdir import litecoder_meta
-from litecoder.io import StageError, tail, write_text
+from litecoder.io import StageError, tail, write_json, write_text
 from litecoder.llm import META_HEADER
 from litecoder.records import Splits
 from litecoder.sandbox import docker_client
@@ -123,6 +124,25 @@ def teacher_env(cfg: Config, agent: RolloutAgent) -> dict[str, str]:
     return runner.harbor_env(OPENAI_API_KEY=key or "litecoder-gateway")
 
 
+def external_tasks(cfg: Config, ts: TaskSet, root: Path) -> tuple[list[Path], list[dict[str, Any]]]:
+    """An external task set's dirs that pass litecoder's static checks, and the others with
+    their findings (left out, never run)."""
+    datasets.preflight(ts, root)
+    found = datasets.tasks(ts, root, root / ".litecoder" / "rollout")
+    if ts.max_tasks:
+        found = found[: ts.max_tasks]
+    caps = tuple(cfg.security.capabilities)
+    ok, bad = [], []
+    for d in found:
+        report = validate.static(d, allow_network=cfg.rollout.network_available, caps=caps)
+        if report.ok:
+            ok.append(d.resolve())
+        else:
+            bad.append(report.to_dict())
+    log.info("task set %s: %d usable, %d left out (see metrics)", ts.name, len(ok), len(bad))
+    return ok, bad
+
+
 def gateway_port(root: Path) -> int:
     """A port that stays the same for a project (a resumed Harbor job keeps its api_base)."""
     return 40000 + zlib.crc32(f"{root.resolve()}:gateway".encode()) % 20000
@@ -134,9 +154,22 @@ def run(ctx: StageContext) -> dict[str, Any]:
     track = StageRun("rollout", cfg, ctx.paths.workdir)
     docker_client()  # a clear error now if Docker is not there
     envs = ctx.paths.envs
-    splits = ctx.read_one("envs", Splits, "splits.json")
-    task_ids = splits.train + (splits.heldout if cfg.rollout.split == "all" else [])
-    shares = assign(task_ids, cfg.rollout.agents)
+    # Task sources: this run's environments and/or external task sets, each shared among the
+    # agents; one Harbor job per (source, agent). Task metadata (the domain) per job.
+    sources: list[tuple[str | None, list[Path], dict[str, dict[str, Any]]]] = []
+    if cfg.rollout.use_envs:
+        splits = ctx.read_one("envs", Splits, "splits.json")
+        ids = splits.train + (splits.heldout if cfg.rollout.split == "all" else [])
+        dirs = [(envs / t).resolve() for t in ids]
+        sources.append((None, dirs, {d.name: litecoder_meta(d) for d in dirs}))
+    rejected: dict[str, list[dict[str, Any]]] = {}
+    for ts in cfg.rollout.external:
+        dirs, bad = external_tasks(cfg, ts, ctx.root)
+        rejected[ts.name] = bad
+        meta = {d.name: {"domain": f"external/{ts.name}", "source": ts.name} for d in dirs}
+        sources.append((ts.name, dirs, meta))
+    if not any(dirs for _, dirs, _ in sources):
+        raise StageError("rollout has no tasks (no environments and no usable external task)")
     work = ctx.root / ".litecoder" / "rollout"
     jobs_dir = work / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -146,12 +179,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
     )
 
     jobs = []
-    for agent in cfg.rollout.agents:
-        dirs = [(envs / t).resolve() for t in shares[agent.label]]
-        if not dirs:
-            continue
-        name = f"{agent.label}-{fingerprint(cfg, agent, dirs)}"
-        jobs.append((agent, dirs, name))
+    task_meta: dict[str, dict[str, dict[str, Any]]] = {}  # job -> task -> metadata
+    for set_name, all_dirs, meta in sources:
+        by_name = {d.name: d for d in all_dirs}
+        shares = assign(sorted(by_name), cfg.rollout.agents)
+        for agent in cfg.rollout.agents:
+            dirs = [by_name[t] for t in shares[agent.label]]
+            if not dirs:
+                continue
+            tag = f"{agent.label}-{set_name}" if set_name else agent.label
+            name = f"{tag}-{fingerprint(cfg, agent, dirs)}"
+            jobs.append((agent, dirs, name))
+            task_meta[name] = {d.name: meta.get(d.name, {}) for d in dirs}
 
     expected_total = sum(len(d) * cfg.rollout.n_attempts for _, d, _ in jobs)
     harbor_s = 0.0
@@ -216,14 +255,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if rollouts.exists():
         shutil.rmtree(rollouts)
     rollouts.mkdir(parents=True)
-    for _, _, name in jobs:
+    for agent, _, name in jobs:
         shutil.copytree(jobs_dir / name, rollouts / name, symlinks=True)
+        # Who ran the job and what its tasks are (filter reads it; external tasks have no
+        # environment under data/envs to ask).
+        write_json(rollouts / name / JOB_INFO, {"agent": agent.label, "tasks": task_meta[name]})
 
     # Statistics from Harbor's own results.
-    trials = []
+    trials: list[dict[str, Any]] = []
     for agent, _dirs, name in jobs:
         for r in runner.trial_results(rollouts / name):
-            meta = litecoder_meta(envs / r.task_name)
+            meta = task_meta[name].get(r.task_name, {})
             report = runner.trial_report(rollouts / name / r.trial_name)
             trials.append(
                 {
@@ -256,6 +298,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "errors": sum(bool(t["exception"]) for t in trials),
             "errors_by_type": dict(Counter(t["exception"] for t in trials if t["exception"])),
             "jobs": [name for _, _, name in jobs],
+            "external_tasks": {
+                ts: sum(len(d) for n, d, _ in sources if n == ts) for ts in rejected
+            },
+            "external_rejected": rejected,
             "resumed_jobs": resumed,
             "per_agent": per_agent,
             "per_domain": per_domain,

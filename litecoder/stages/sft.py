@@ -26,6 +26,7 @@ from litecoder.io import write_jsonl, write_records, write_text
 from litecoder.records import SftRow, TrajectoryRecord
 from litecoder.tracking import StageRun
 from litecoder.trajectory import Trajectory, render
+from litecoder.trajectory.external import load as load_external
 
 CHATML_TEMPLATE = (
     "{%- for m in messages -%}"
@@ -208,12 +209,31 @@ def run(ctx: StageContext) -> dict[str, Any]:
         fmt = pick_format(traj.trial, cfg.sft.formats)
         chat = render(traj, fmt, drop_parse_errors=cfg.sft.drop_parse_error_turns)
         rendered.append((rec, traj, fmt, chat))
-    texts = [json.dumps(c, ensure_ascii=False) for *_, c in rendered] or ["empty"]
+    external, external_dropped = [], {}
+    for src in cfg.sft.external:
+        got, bad = load_external(src, ctx.root)
+        external += got
+        external_dropped[src.name] = dict(bad)
+    chats = [c for *_, c in rendered] + external
+    texts = [json.dumps(c, ensure_ascii=False) for c in chats] or ["empty"]
     tok, tok_name = load_tokenizer(cfg, texts, out / "tokenizer")
 
     rows: list[SftRow] = []
     split_n = dropped = 0
-    for rec, traj, fmt, chat in rendered:
+    # Own trajectories, rendered; then the external rows, as they are (with their source).
+    items: list[tuple[dict[str, Any], dict[str, Any]]] = [
+        (
+            chat,
+            {"trial": traj.trial, "task_id": traj.task_id, "domain": rec.domain,
+             "scaffold": rec.agent_label, "format": fmt},
+        )
+        for rec, traj, fmt, chat in rendered
+    ]  # fmt: skip
+    for row in external:
+        chat = {k: row[k] for k in ("messages", "tools") if k in row}
+        meta = {k: v for k, v in row.items() if k not in ("messages", "tools")}
+        items.append((chat, {**meta, "format": "external"}))
+    for chat, meta in items:
         n = n_tokens(tok, chat)
         pieces = [chat]
         if n > cfg.sft.max_seq_len:
@@ -230,11 +250,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             rows.append(
                 SftRow(
                     **piece,
-                    trial=traj.trial,
-                    task_id=traj.task_id,
-                    domain=rec.domain,
-                    scaffold=rec.agent_label,
-                    format=fmt,
+                    **meta,
                     part=k,
                     turns=sum(m["role"] == "assistant" for m in piece["messages"]),
                     tokens=n if len(pieces) == 1 else n_tokens(tok, piece),
@@ -260,6 +276,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "per_domain": dict(by_domain),
             "per_scaffold": dict(Counter(r.scaffold for r in rows)),
             "per_format": dict(Counter(r.format for r in rows)),
+            "per_source": dict(Counter(r.source for r in rows)),
+            "external_dropped": external_dropped,
             "turns": _stats(turns),
             "tokens": _stats(tokens),
         }
@@ -354,6 +372,10 @@ filtered and rendered as chat records for Axolotl (`type: chat_template`, field 
 {table(m["per_scaffold"], "scaffold")}
 
 {table(m["per_format"], "format")}
+
+## Rows by dataset (provenance: this run, or an external dataset in `sft.external`)
+
+{table(m["per_source"], "source")}
 
 ## Turns and tokens per row
 
