@@ -5,10 +5,14 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export WANDB_MODE ?= offline
 
-.PHONY: setup smoke test lint bench
+.PHONY: setup setup-vllm smoke test lint bench
 
 setup:
 	@bash scripts/setup.sh
+
+# vLLM for GPU evaluation (eval.serve.backend=vllm): .venv-vllm; needs CUDA and the internet.
+setup-vllm:
+	@bash scripts/setup_vllm.sh
 
 smoke: setup
 	dvc repro

@@ -42,7 +42,12 @@ def serve(
             raise StageError(f"port {port} on loopback is taken: is an earlier server running?")
     python = env_python(s.python, root)
     if python is None:
-        raise StageError(f"eval.serve.python {s.python!r} does not exist (see scripts/setup.sh)")
+        how = (
+            "`make setup-vllm` creates .venv-vllm"
+            if s.backend == "vllm"
+            else "see scripts/setup.sh"
+        )
+        raise StageError(f"eval.serve.python {s.python!r} does not exist ({how})")
     bindir = python.parent
     if s.backend == "transformers":
         cmd = [
