@@ -36,6 +36,25 @@ def test_experiments_compose(exp: str, monkeypatch: pytest.MonkeyPatch) -> None:
         assert cfg.models["agent"].name == "minimax_m2"
 
 
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf/experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("exp", EXPERIMENTS)
+def test_recipe_invariants(exp: str) -> None:
+    """Every experiment: the SFT rows are measured with the student's own tokenizer and cut at
+    the student's training length; the release's recipes train on Terminus-2 JSON rows only."""
+    cfg = compose_cfg(f"experiment={exp}", check_env=False)
+    assert cfg.sft.max_seq_len == cfg.train.sequence_len
+    if cfg.train.tokenizer is None:  # the base model's own tokenizer
+        assert cfg.sft.tokenizer.path == cfg.train.base_model
+    else:  # a tokenizer the sft stage trains (the tiny student) is the one train uses
+        assert cfg.sft.tokenizer.path is None and cfg.train.tokenizer == "data/sft/tokenizer"
+    if exp.endswith("_preview"):
+        assert {f for f, w in cfg.sft.formats.items() if w > 0} == {"terminus_json"}
+        assert [a.kwargs.get("parser_name", "json") for a in cfg.rollout.agents] == ["json"]
+        assert cfg.eval.benchmark == "terminal-bench-1.0" and cfg.eval.expected_tasks == 80
+
+
 def test_default_is_offline_smoke() -> None:
     cfg = compose_cfg()
     assert cfg.experiment.name == "smoke"
