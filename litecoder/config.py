@@ -411,6 +411,10 @@ class Sft(Strict):
     # assigned by hash.
     formats: dict[str, float] = Field(min_length=1)
     drop_parse_error_turns: bool = True
+    # The teacher's reasoning (MiniMax-M2, Qwen3 thinking): strip | keep (a <think> block in
+    # the reply) | move (the message's reasoning_content); per format in reasoning_formats.
+    reasoning: Literal["strip", "keep", "move"] = "strip"
+    reasoning_formats: dict[str, Literal["strip", "keep", "move"]] = Field(default_factory=dict)
     max_seq_len: int = Field(default=8192, gt=0)
     overlength: Literal["split", "drop"] = "split"
     tokenizer: TokenizerSettings = TokenizerSettings()
@@ -421,7 +425,7 @@ class Sft(Strict):
     def _weights(self) -> Sft:
         from litecoder.trajectory.formats import FORMATS
 
-        unknown = sorted(set(self.formats) - set(FORMATS))
+        unknown = sorted((set(self.formats) | set(self.reasoning_formats)) - set(FORMATS))
         if unknown:
             raise ValueError(f"formats: unknown {unknown} (known: {sorted(FORMATS)})")
         if any(w < 0 for w in self.formats.values()) or sum(self.formats.values()) <= 0:

@@ -84,8 +84,10 @@ def test_magpie_templates_match_chat_templates() -> None:
     )
     assert kimi.stop == ["<|im_end|>"]
     assert t["qwen3_vllm"].magpie.pre_query_template.endswith("<|im_end|>\n<|im_start|>user\n")
-    assert t["llama3_vllm"].magpie.pre_query_template.endswith(
-        "<|start_header_id|>user<|end_header_id|>\n\n"
+    # Llama-3.1+'s template: the system preamble comes before the system message.
+    assert t["llama3_vllm"].magpie.pre_query_template == (
+        "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+        "Today Date: 26 Jul 2024\n\n{system}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
     )
     assert t["minimax_m2"].magpie.pre_query_template == "]~!b[]~b]system\n{system}[e~[\n]~b]user\n"
     chat = compose_cfg("teacher@models.sample=openai_chat", check_env=False).models["sample"]

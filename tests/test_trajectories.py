@@ -396,3 +396,63 @@ def test_external_task_set_is_validated_rolled_out_and_filtered(tmp_path: Path) 
     assert len(kept) + len(rejected) == 2
     assert {r["domain"] for r in kept + rejected} == {"external/released"}
     assert {r["agent_label"] for r in kept + rejected} == {"terminus-2"}
+
+
+def _reasoning_trial(root: Path) -> Path:
+    """An ATIF trajectory as Harbor's Terminus-2 writes it, from a teacher that reasons: one
+    turn with `reasoning_content`, one with an inline <think> block."""
+    from harbor.models.trajectories import Agent, Observation, ObservationResult, Step, ToolCall
+    from harbor.models.trajectories import Trajectory as Atif
+
+    prompt = "Task Description:\nCount the files in /data.\n\nCurrent terminal state:\n$ "
+
+    def step(i: int, message: str, reasoning: str | None, keys: str) -> Step:
+        return Step(
+            step_id=i, source="agent", message=message, reasoning_content=reasoning,
+            tool_calls=[ToolCall(tool_call_id=f"c{i}", function_name="bash_command",
+                                 arguments={"keystrokes": keys, "duration": 1.0})],
+            observation=Observation(results=[ObservationResult(content=f"screen {i}")]),
+        )  # fmt: skip
+
+    atif = Atif(
+        session_id="s",
+        agent=Agent(name="terminus-2", version="2", model_name="m", extra={"parser": "json"}),
+        steps=[
+            Step(step_id=1, source="user", message=prompt),
+            step(2, "Analysis: look\nPlan: list", "The files are in /data.", "ls /data\n"),
+            step(3, "<think>Now count them.</think>Analysis: count\nPlan: wc", None, "ls | wc\n"),
+        ],
+    )
+    trial = root / "job" / "count-files__abc"
+    (trial / "agent").mkdir(parents=True)
+    (trial / "agent/trajectory.json").write_text(atif.model_dump_json())
+    return trial
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_reasoning_is_stripped_kept_or_moved(fmt: str, tmp_path: Path) -> None:
+    traj = load_atif(_reasoning_trial(tmp_path), "job")
+    assert traj is not None
+    assert [t.reasoning for t in traj.turns] == ["The files are in /data.", "Now count them."]
+    assert traj.turns[1].analysis == "count"  # the <think> block is not the analysis
+    for mode in ("strip", "keep", "move"):
+        rec = render(traj, fmt, reasoning=mode)
+        replies = [m for m in rec["messages"] if m["role"] == "assistant"]
+        text = json.dumps(replies)
+        if mode == "strip":
+            assert "count them" not in text and "in /data." not in text
+        elif mode == "keep":
+            assert replies[1]["content"].startswith("<think>\nNow count them.\n</think>\n\n")
+            assert "reasoning_content" not in replies[0]
+        else:
+            assert [m.get("reasoning_content") for m in replies] == [
+                "The files are in /data.",
+                "Now count them.",
+            ]
+            assert "<think>" not in text
+        # Whatever happens to the reasoning, the commands read back the same.
+        assert read_commands(rec, fmt) == ["ls /data\n", "ls | wc\n"]
+    from litecoder.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown"):
+        compose_cfg("+sft.reasoning_formats.nope=keep")

@@ -207,7 +207,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     rendered = []
     for rec, traj in trajs:
         fmt = pick_format(traj.trial, cfg.sft.formats)
-        chat = render(traj, fmt, drop_parse_errors=cfg.sft.drop_parse_error_turns)
+        chat = render(
+            traj,
+            fmt,
+            drop_parse_errors=cfg.sft.drop_parse_error_turns,
+            reasoning=cfg.sft.reasoning_formats.get(fmt, cfg.sft.reasoning),
+        )
         rendered.append((rec, traj, fmt, chat))
     external, external_dropped = [], {}
     for src in cfg.sft.external:
@@ -324,6 +329,7 @@ def _flat(m: dict[str, Any]) -> dict[str, Any]:
         "content": m.get("content") or "",
         "tool_calls": json.dumps(m["tool_calls"]) if m.get("tool_calls") else None,
         "tool_call_id": m.get("tool_call_id"),
+        "reasoning_content": m.get("reasoning_content"),
     }
 
 

@@ -22,6 +22,7 @@ class Turn:
     task_complete: bool = False
     parse_error: bool = False
     raw: str = ""  # the model's text when it could not be parsed
+    reasoning: str = ""  # the model's reasoning (`reasoning_content` or a <think> block)
     observation: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -52,6 +53,16 @@ class Trajectory:
         return [c["keystrokes"] for t in self.turns if not t.parse_error for c in t.commands]
 
 
+THINK = re.compile(r"(?s)^\s*<think>(.*?)</think>\s*")
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """(text without a leading <think> block, the block's content): how Qwen3 thinking models
+    and MiniMax-M2 put their reasoning inline."""
+    m = THINK.match(text)
+    return (text[m.end() :], m.group(1).strip()) if m else (text, "")
+
+
 def _split_prompt(prompt: str) -> tuple[str, str]:
     head, _, screen = prompt.partition("\nCurrent terminal state:\n")
     instruction = head.split("Task Description:\n", 1)[-1].strip()
@@ -73,12 +84,12 @@ def load_atif(trial_dir: Path, job: str) -> Trajectory | None:
     for s in steps:
         if s.source != "agent":
             continue
-        msg = str(s.message or "")
+        msg, reasoning = split_reasoning(str(s.message or ""))
         obs = "\n".join(
             str(r.content or "") for r in (s.observation.results if s.observation else [])
         )
         calls = s.tool_calls or []
-        t = Turn(observation=obs)
+        t = Turn(observation=obs, reasoning=str(s.reasoning_content or "") or reasoning)
         if s.metrics:
             t.prompt_tokens = int(s.metrics.prompt_tokens or 0)
             t.completion_tokens = int(s.metrics.completion_tokens or 0)

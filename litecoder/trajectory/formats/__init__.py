@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from litecoder.trajectory.neutral import Trajectory
 
@@ -30,9 +30,31 @@ def register(fmt: Format) -> Format:
     return fmt
 
 
-def render(traj: Trajectory, fmt: str, *, drop_parse_errors: bool = True) -> dict[str, Any]:
-    """One chat record ({"messages": [...]} plus "tools" for tool formats)."""
-    return FORMATS[fmt].render(traj, drop_parse_errors)
+Reasoning = Literal["strip", "keep", "move"]
+
+
+def render(
+    traj: Trajectory, fmt: str, *, drop_parse_errors: bool = True, reasoning: Reasoning = "strip"
+) -> dict[str, Any]:
+    """One chat record ({"messages": [...]} plus "tools" for tool formats). The model's
+    reasoning per turn is left out (strip), kept in the reply as a leading <think> block
+    (keep: what a thinking model writes), or moved to the message's `reasoning_content` (move:
+    the field Qwen3's and MiniMax-M2's chat templates render)."""
+    record = FORMATS[fmt].render(traj, drop_parse_errors)
+    if reasoning == "strip":
+        return record
+    turns = [t for t in traj.turns if not (drop_parse_errors and t.parse_error)]
+    replies = [m for m in record["messages"] if m["role"] == "assistant"]
+    if len(replies) != len(turns):  # a format that does not map turns one to one
+        raise ValueError(f"{fmt}: {len(replies)} replies for {len(turns)} turns")
+    for m, t in zip(replies, turns, strict=True):
+        if not t.reasoning:
+            continue
+        if reasoning == "keep":
+            m["content"] = f"<think>\n{t.reasoning}\n</think>\n\n{m.get('content') or ''}"
+        else:
+            m["reasoning_content"] = t.reasoning
+    return record
 
 
 def read_commands(record: dict[str, Any], fmt: str) -> list[str]:
