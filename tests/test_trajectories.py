@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -456,3 +457,116 @@ def test_reasoning_is_stripped_kept_or_moved(fmt: str, tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="unknown"):
         compose_cfg("+sft.reasoning_formats.nope=keep")
+
+
+def _atif_trial(root: Path, agent: str, steps: list[dict[str, Any]]) -> Path:
+    """An ATIF trajectory shaped as Harbor writes it for `agent` (Harbor's own models)."""
+    from harbor.models.trajectories import Trajectory as Atif
+
+    atif = Atif.model_validate(
+        {
+            "schema_version": "ATIF-v1.5",
+            "session_id": "s",
+            "agent": {"name": agent, "version": "1", "model_name": "m"},
+            "steps": [{"step_id": i + 1, **s} for i, s in enumerate(steps)],
+        }
+    )
+    trial = root / agent / "edit-config__x1"
+    (trial / "agent").mkdir(parents=True)
+    (trial / "agent/trajectory.json").write_text(atif.model_dump_json())
+    return trial
+
+
+def _call(i: int, name: str, args: dict[str, Any], out: str = "ok") -> dict[str, Any]:
+    return {
+        "tool_calls": [{"tool_call_id": f"c{i}", "function_name": name, "arguments": args}],
+        "observation": {"results": [{"source_call_id": f"c{i}", "content": out}]},
+    }
+
+
+def _other_agents(work: Path) -> dict[str, list[dict[str, Any]]]:
+    f = str(work / "app/config.ini")
+    text = "[server]\nport = 80\nhost = 'x' # $HOME `id`\nLITECODER_EOF\n"
+    openhands = [
+        {"source": "system", "message": "You are OpenHands."},
+        {"source": "user", "message": "Set the port in config.ini to 8080."},
+        {"source": "agent", "message": "Running command: mkdir",
+         **_call(1, "execute_bash", {"command": f"mkdir -p {work}/app", "security_risk": "LOW"})},
+        {"source": "agent", "message": "I edited the file.",
+         **_call(2, "str_replace_editor", {"command": "create", "path": f, "file_text": text})},
+        {"source": "agent", "message": "",
+         **_call(3, "think", {"thought": "Now change the port."})},
+        {"source": "agent", "message": "I edited the file.",
+         **_call(4, "str_replace_editor",
+                 {"command": "str_replace", "path": f, "old_str": "port = 80",
+                  "new_str": "port = 8080"})},
+        {"source": "agent", "message": "Reading", **_call(5, "str_replace_editor",
+                                                           {"command": "view", "path": f})},
+        {"source": "agent", "message": "undo", **_call(6, "str_replace_editor",
+                                                        {"command": "undo_edit", "path": f})},
+        {"source": "agent", "message": "All done!", **_call(7, "finish", {"message": "Done."})},
+    ]  # fmt: skip
+    claude = [
+        {"source": "user", "message": "Set the port in config.ini to 8080."},
+        {"source": "agent", "message": "Creating it.", "reasoning_content": "Start with a file.",
+         **_call(1, "Bash", {"command": f"mkdir -p {work}/app", "description": "dir"})},
+        {"source": "agent", "message": "",
+         **_call(2, "Write", {"file_path": f, "content": text.rstrip("\n")})},
+        {"source": "agent", "message": "", "extra": {"is_sidechain": True},  # a sub-agent's
+         **_call(3, "Bash", {"command": "rm -rf /"})},
+        {"source": "agent", "message": "",
+         **_call(4, "Edit", {"file_path": f, "old_string": "port = 80",
+                             "new_string": "port = 8080"})},
+        {"source": "agent", "message": "", **_call(5, "Read", {"file_path": f, "limit": 2})},
+        {"source": "agent", "message": "", **_call(6, "Task", {"prompt": "review"})},
+        {"source": "agent", "message": "Done.", "extra": {"stop_reason": "end_turn"}},
+    ]  # fmt: skip
+    return {"openhands": openhands, "claude-code": claude}
+
+
+@pytest.mark.parametrize("agent", ["openhands", "claude-code"])
+def test_other_agents_trajectories_convert_and_render(agent: str, tmp_path: Path) -> None:
+    work = tmp_path / "fs"
+    steps = _other_agents(work)[agent]
+    traj = load_atif(_atif_trial(tmp_path / "jobs", agent, steps), agent)
+    assert traj is not None and traj.agent == agent
+    assert traj.instruction == "Set the port in config.ini to 8080."
+    assert traj.turns[-1].task_complete
+    assert "rm -rf /" not in json.dumps(traj.to_dict())  # sub-agent steps are not the agent's
+    skipped = [c for t in traj.turns for c in t.skipped_calls]
+    assert skipped == (["str_replace_editor"] if agent == "openhands" else ["Task"])
+    # The keystrokes do what the tools did: run them in a shell.
+    script = "".join(traj.commands())
+    r = subprocess.run(["bash", "-e"], input=script, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    final = (work / "app/config.ini").read_text()
+    expected = "[server]\nport = 8080\nhost = 'x' # $HOME `id`\nLITECODER_EOF\n"
+    assert final == (expected if agent == "openhands" else expected.rstrip("\n"))
+    # ...and every SFT format renders them and reads the same keystrokes back.
+    for fmt in FORMATS:
+        assert read_commands(render(traj, fmt), fmt) == traj.commands()
+
+
+def test_installed_agents_get_the_teacher_endpoint_they_speak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from litecoder.io import StageError
+    from litecoder.stages.rollout import teacher_env
+
+    monkeypatch.setenv("MINIMAX_API_KEY", "secret-key")
+    cfg = compose_cfg("rollout=mixed_scaffolds", "teacher@models.agent=minimax_m2")
+    job = job_config(cfg, cfg.rollout.agents, [tmp_path / "t"], tmp_path, "j", "http://gw/v1")
+    by_name = {a["name"]: a for a in job["agents"]}
+    assert by_name["terminus-2"]["kwargs"]["api_base"] == "http://gw/v1"  # the gateway
+    assert by_name["openhands"]["kwargs"]["base_url"] == "https://api.minimax.io/v1"
+    assert by_name["claude-code"]["kwargs"]["base_url"] == "https://api.minimax.io/anthropic"
+    assert all(a["model_name"] == "openai/MiniMax-M2" for a in job["agents"])
+    assert "secret-key" not in json.dumps(job)  # keys reach Harbor's process env only
+    claude = next(a for a in cfg.rollout.agents if a.name == "claude-code")
+    env = teacher_env(cfg, claude)
+    assert env["OPENAI_API_KEY"] == env["ANTHROPIC_AUTH_TOKEN"] == "secret-key"
+    # A teacher with no Anthropic-compatible endpoint cannot drive Claude Code: said plainly.
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    cfg = compose_cfg("rollout=mixed_scaffolds", "teacher@models.agent=openai_chat")
+    with pytest.raises(StageError, match="anthropic_base_url"):
+        job_config(cfg, cfg.rollout.agents, [tmp_path / "t"], tmp_path, "j", "http://gw/v1")

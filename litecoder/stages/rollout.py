@@ -69,6 +69,19 @@ def agent_config(cfg: Config, agent: RolloutAgent, api_base: str) -> dict[str, A
         call = dict(kwargs.get("llm_call_kwargs") or {})
         call["extra_headers"] = {**call.get("extra_headers", {}), META_HEADER: json.dumps(meta)}
         kwargs["llm_call_kwargs"] = call
+    else:
+        # An agent installed in the container reaches the teacher itself (not the loopback
+        # gateway): OpenHands through LiteLLM (LLM_BASE_URL), Claude Code through an
+        # Anthropic-compatible endpoint (ANTHROPIC_BASE_URL); Harbor sets both from base_url
+        # and takes the key from the environment (teacher_env).
+        url = teacher.anthropic_base_url if agent.name == "claude-code" else teacher.base_url
+        if agent.name == "claude-code" and not (url or kwargs.get("base_url")):
+            raise StageError(
+                f"rollout agent {agent.label!r} (claude-code) needs the teacher behind "
+                "Anthropic's Messages API: set models.agent.anthropic_base_url"
+            )
+        if url:
+            kwargs.setdefault("base_url", url)
     model = agent.model or teacher.model
     return {
         "name": agent.name,
@@ -121,7 +134,11 @@ def teacher_env(cfg: Config, agent: RolloutAgent) -> dict[str, str]:
     key = ""
     if not agent.name.startswith("terminus") and teacher.api_key_env:
         key = os.environ.get(teacher.api_key_env, "")
-    return runner.harbor_env(OPENAI_API_KEY=key or "litecoder-gateway")
+    env = {"OPENAI_API_KEY": key or "litecoder-gateway"}
+    if agent.name == "claude-code" and key:
+        # Claude Code sends a non-Anthropic provider's key as a bearer token.
+        env["ANTHROPIC_AUTH_TOKEN"] = key
+    return runner.harbor_env(**env)
 
 
 def external_tasks(cfg: Config, ts: TaskSet, root: Path) -> tuple[list[Path], list[dict[str, Any]]]:

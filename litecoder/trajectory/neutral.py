@@ -1,7 +1,9 @@
 """The scaffold-neutral form of a trajectory, read from Harbor's ATIF files.
 
 One per trial: the instruction, the initial terminal screen, and turns of {analysis, plan,
-commands [{keystrokes, duration}], task_complete, parse_error, observation}.
+commands [{keystrokes, duration}], task_complete, parse_error, observation, reasoning}.
+Terminus-2's tool calls are keystrokes already; OpenHands' and Claude Code's become the
+keystrokes that do the same (litecoder.trajectory.tools).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from litecoder.trajectory.tools import CONVERTERS, ENDS_WITHOUT_TOOL
 
 PARSE_ERROR_PREFIX = "Previous response had parsing errors"
 
@@ -23,6 +27,7 @@ class Turn:
     parse_error: bool = False
     raw: str = ""  # the model's text when it could not be parsed
     reasoning: str = ""  # the model's reasoning (`reasoning_content` or a <think> block)
+    skipped_calls: list[str] = field(default_factory=list)  # tools with no shell equivalent
     observation: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -63,6 +68,15 @@ def split_reasoning(text: str) -> tuple[str, str]:
     return (text[m.end() :], m.group(1).strip()) if m else (text, "")
 
 
+def _result_text(r: Any) -> str:
+    """A tool result's text; Claude Code's as the tool returned it (Harbor's own content adds
+    labelled copies of stdout and metadata)."""
+    raw = ((r.extra or {}).get("tool_result_metadata") or {}).get("raw_tool_result")
+    if isinstance(raw, dict) and isinstance(raw.get("content"), str):
+        return str(raw["content"])
+    return str(r.content or "")
+
+
 def _split_prompt(prompt: str) -> tuple[str, str]:
     head, _, screen = prompt.partition("\nCurrent terminal state:\n")
     instruction = head.split("Task Description:\n", 1)[-1].strip()
@@ -80,14 +94,14 @@ def load_atif(trial_dir: Path, job: str) -> Trajectory | None:
     steps = atif.steps
     first_user = next((s for s in steps if s.source == "user"), None)
     instruction, screen = _split_prompt(str(first_user.message if first_user else ""))
+    agent = atif.agent.name
+    convert = CONVERTERS.get(agent)
     turns: list[Turn] = []
     for s in steps:
-        if s.source != "agent":
+        if s.source != "agent" or (s.extra or {}).get("is_sidechain"):  # not a sub-agent's
             continue
         msg, reasoning = split_reasoning(str(s.message or ""))
-        obs = "\n".join(
-            str(r.content or "") for r in (s.observation.results if s.observation else [])
-        )
+        obs = "\n".join(_result_text(r) for r in (s.observation.results if s.observation else []))
         calls = s.tool_calls or []
         t = Turn(observation=obs, reasoning=str(s.reasoning_content or "") or reasoning)
         if s.metrics:
@@ -111,13 +125,23 @@ def load_atif(trial_dir: Path, job: str) -> Trajectory | None:
                     )
                 elif c.function_name == "mark_task_complete":
                     t.task_complete = True
+                elif convert is not None:  # another agent's tool: its shell equivalent
+                    done = convert(c.function_name, dict(c.arguments or {}))
+                    if done is None:
+                        t.skipped_calls.append(c.function_name)
+                        continue
+                    t.commands += [{"keystrokes": k, "duration": 1.0} for k in done.keystrokes]
+                    t.analysis = "\n\n".join(x for x in (t.analysis, *done.notes) if x)
+                    t.task_complete = t.task_complete or done.complete
         turns.append(t)
+    if agent in ENDS_WITHOUT_TOOL and turns and not turns[-1].commands:
+        turns[-1].task_complete = True
     fm = atif.final_metrics
     extra = atif.agent.extra or {}
     return Trajectory(
         trial=f"{job}/{trial_dir.name}",
         task_id=trial_dir.name.rsplit("__", 1)[0],
-        agent=atif.agent.name,
+        agent=agent,
         parser=extra.get("parser"),
         instruction=instruction,
         initial_screen=screen,
