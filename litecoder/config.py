@@ -660,6 +660,25 @@ class Experiment(Strict):
     description: str = ""
 
 
+class TrialEnvironment(Strict):
+    """Where Harbor runs the trials of rollout, evaluate and envprep's oracle check: Harbor's
+    environment type and its options (README: Trial environments)."""
+
+    type: str = "docker"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    n_concurrent: int | None = Field(default=None, ge=1)  # trials at once (None: the stage's)
+    api_host: str | None = None  # the provider's API, probed before any trial (offline: fails)
+
+    @model_validator(mode="after")
+    def _known(self) -> TrialEnvironment:
+        from harbor.models.environment_type import EnvironmentType
+
+        known = sorted(e.value for e in EnvironmentType)
+        if self.type not in known:
+            raise ValueError(f"environment.type {self.type!r}: not one of Harbor's ({known})")
+        return self
+
+
 class Config(Strict):
     # Sections that later stages own are validated by their own models as they land.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -673,6 +692,7 @@ class Config(Strict):
     tracking: Tracking
     llm: LLM = LLM()
     security: Security = Security()
+    environment: TrialEnvironment = TrialEnvironment()
     report: Report = Report()
     envprep: Envprep
     rollout: Rollout

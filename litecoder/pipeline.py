@@ -109,7 +109,7 @@ STAGES: dict[str, StageSpec] = {
             "litecoder/decontam.py",
             reads=("accepted",),
             writes=("envs",),
-            params=("models.agent", "envprep", "security", "llm", "dedup.decontam"),
+            params=("models.agent", "envprep", "security", "environment", "llm", "dedup.decontam"),
             roles=("agent",),
         ),
         _stage(
@@ -118,7 +118,7 @@ STAGES: dict[str, StageSpec] = {
             "litecoder/sandbox",
             reads=("envs",),
             writes=("rollouts",),
-            params=("models.agent", "rollout", "security", "llm"),
+            params=("models.agent", "rollout", "security", "environment", "llm"),
             roles=("agent",),
         ),
         _stage(
@@ -146,7 +146,7 @@ STAGES: dict[str, StageSpec] = {
             "litecoder/harbor",
             reads=("models", "envs"),
             writes=("results",),
-            params=("eval", "security"),
+            params=("eval", "security", "environment"),
             metrics=("scores",),
         ),
         _stage(

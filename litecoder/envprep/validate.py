@@ -118,6 +118,7 @@ def harbor_oracle(ep: EnvprepContext, task_dir: Path, work: Path) -> tuple[float
         jobs_dir=jobs,
         agents=[{"name": "oracle"}],
         tasks=staged,
+        environment=runner.environment_config(ep.cfg),
     )
     conf_path = work / "oracle-job.json"
     conf_path.write_text(json.dumps(conf))
@@ -127,6 +128,7 @@ def harbor_oracle(ep: EnvprepContext, task_dir: Path, work: Path) -> tuple[float
         job_dir=jobs / "oracle",
         log_path=work / "oracle.log",
         timeout_s=ep.cfg.envprep.validate_.harbor_timeout_s,
+        local=ep.cfg.environment.type == "docker",
     )
     results = runner.trial_results(jobs / "oracle")
     if not results:

@@ -14,12 +14,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from litecoder.config import Eval, TaskSet
 from litecoder.harbor import runner
 from litecoder.harbor.taskdir import content_hash
 from litecoder.io import StageError, tail, write_json
+from litecoder.net import reachable
 
 
 def _harbor_registry_host() -> str:
@@ -70,30 +68,6 @@ def _cached(cfg: Eval | TaskSet, root: Path) -> bool:
     )
 
 
-def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> str | None:
-    """Why `host` cannot be reached (None: it can). Through a proxy, the proxy is tried."""
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    if proxy:
-        u = urllib.parse.urlsplit(proxy)
-        host, port = u.hostname or host, u.port or 443
-
-    def connect() -> None:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-
-    # Name resolution is not bounded by the socket timeout: the whole probe runs in a thread.
-    pool = ThreadPoolExecutor(1)
-    try:
-        pool.submit(connect).result(timeout=timeout + 1)
-        return None
-    except FutureTimeout:
-        return f"{host}:{port} unreachable (no answer in {timeout + 1:g}s)"
-    except OSError as e:
-        return f"{host}:{port} unreachable ({e.strerror or type(e).__name__})"
-    finally:
-        pool.shutdown(wait=False)
-
-
 def preflight(cfg: Eval | TaskSet, root: Path) -> None:
     """Stop at once, before any model is loaded, when the tasks cannot be had."""
     how = (
@@ -115,7 +89,7 @@ def preflight(cfg: Eval | TaskSet, root: Path) -> None:
         tb = cfg.terminal_bench
         what = f"{tb.name} {tb.version}"
         host = urllib.parse.urlsplit(tb.registry_url).hostname or ""
-    why = _reachable(host)
+    why = reachable(host)
     if why:
         name = cfg.benchmark if isinstance(cfg, Eval) else f"task set {cfg.name}"
         raise StageError(f"{name} needs the internet to fetch {what} ({why}); {how}")

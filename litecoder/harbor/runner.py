@@ -36,8 +36,14 @@ from typing import Any
 
 from litecoder.config import Config
 from litecoder.harbor import compose
-from litecoder.harbor.taskdir import content_hash, escaping_links, set_run_environment
+from litecoder.harbor.taskdir import (
+    content_hash,
+    escaping_links,
+    set_network_mode,
+    set_run_environment,
+)
 from litecoder.io import StageError, write_json
+from litecoder.net import reachable
 from litecoder.sandbox import (
     LABEL,
     BuildLimits,
@@ -97,6 +103,7 @@ def job_config(
     n_concurrent: int = 2,
     timeout_multiplier: float = 1.0,
     agent_timeout_multiplier: float | None = None,
+    environment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Harbor JobConfig (validated by Harbor's own model) over staged task dirs."""
     from harbor.models.job.config import JobConfig
@@ -112,8 +119,7 @@ def job_config(
             "quiet": True,
             "agents": agents,
             "tasks": [{"path": str(d)} for d in tasks],
-            # Staged tasks name a prebuilt image: Harbor must not build one of its own.
-            "environment": {"type": "docker", "force_build": False, "delete": True},
+            "environment": environment or environment_config(),
         }
     )
     return job.model_dump(mode="json")
@@ -132,6 +138,7 @@ class Security:
     build: BuildLimits
     default_memory_mb: int = 2048
     network: bool = False
+    environment: str = "docker"  # Harbor's environment type of the trials
 
     @classmethod
     def from_config(cls, cfg: Config, *, network: bool = False) -> Security:
@@ -139,11 +146,40 @@ class Security:
         return cls(
             capabilities=tuple(s.capabilities),
             trial_pids=s.trial_pids,
-            disk_quota=s.disk_quota,
+            disk_quota=s.disk_quota and cfg.environment.type == "docker",
             build=BuildLimits(s.build.network, s.build.memory_mb, s.build.cpu_shares),
             default_memory_mb=s.trial_memory_mb,
             network=network,
+            environment=cfg.environment.type,
         )
+
+
+def environment_config(cfg: Config | None = None) -> dict[str, Any]:
+    """Harbor's environment section of a job. Docker: staged tasks name a prebuilt image, so
+    Harbor must not build one of its own; elsewhere Harbor builds from the Dockerfile."""
+    env = cfg.environment if cfg is not None else None
+    if env is None or env.type == "docker":
+        return {"type": "docker", "force_build": False, "delete": True}
+    return {"type": env.type, "kwargs": dict(env.kwargs), "delete": True}
+
+
+def preflight_environment(cfg: Config) -> None:
+    """Before any trial: the provider reachable and its credentials there (Harbor's own check,
+    which reads them from the environment), else one line saying what is missing."""
+    from harbor.environments.factory import EnvironmentFactory
+    from harbor.models.environment_type import EnvironmentType
+
+    env = cfg.environment
+    if env.type == "docker":
+        return
+    if env.api_host and (why := reachable(env.api_host)):
+        raise StageError(f"environment {env.type} cannot be reached from here: {why}")
+    try:
+        EnvironmentFactory.run_preflight(type=EnvironmentType(env.type), kwargs=dict(env.kwargs))
+    except SystemExit as e:  # Harbor's preflights exit with the message
+        raise StageError(f"environment {env.type}: {e.code}") from None
+    except (ValueError, ImportError) as e:
+        raise StageError(f"environment {env.type}: {e}") from None
 
 
 class TaskRejected(StageError):
@@ -176,7 +212,8 @@ def stage(
     compose file or links could reach the host raises TaskRejected with every reason."""
     from harbor.models.task.config import TaskConfig
 
-    client = client or docker_client()
+    if sec.environment == "docker":
+        client = client or docker_client()
     make_private(dest)
     for d in task_dirs:
         reasons = compose.check(d / "environment", sec.capabilities) + escaping_links(d)
@@ -184,6 +221,24 @@ def stage(
             reasons.append("environment/Dockerfile is missing")
         if reasons:
             raise TaskRejected(d.name, reasons)
+
+    def remote(src: Path) -> Path:
+        """A copy for a remote environment: Harbor builds it there; the network is cut by
+        Harbor's own policy (where the backend can), since litecoder's compose file and its
+        prebuilt image are Docker's."""
+        out = dest / src.name
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(src, out, symlinks=True)
+        for name in compose.COMPOSE_NAMES:
+            (out / "environment" / name).unlink(missing_ok=True)
+        task = TaskConfig.model_validate(tomllib.loads((out / "task.toml").read_text()))
+        declared = str(task.environment.network_mode.value)
+        set_network_mode(out / "task.toml", declared if sec.network else "no-network")
+        return out
+
+    if sec.environment != "docker":
+        return [remote(d) for d in task_dirs]
 
     def one(src: Path) -> Path:
         tag = image_tag(src.name, env_hash(src / "environment"))
@@ -289,6 +344,8 @@ class Watch:
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # compose project -> counters
 
     def sample(self) -> None:
+        if self.client is None:  # trials on a remote environment: nothing to read here
+            return
         try:
             rows = self.client.api.containers(
                 all=True, filters={"label": f"{LABEL}.run={self.run}"}
@@ -348,13 +405,16 @@ def run_harbor(
     timeout_s: float,
     bar: Any = None,
     label: str | None = None,
+    local: bool = True,
 ) -> tuple[float, int]:
-    """Run a Harbor command to the end (see the module docstring). Returns (seconds, exit)."""
+    """Run a Harbor command to the end (see the module docstring). Returns (seconds, exit).
+    `local`: the trials run on this Docker engine (reaped and watched from here)."""
     start = time.monotonic()
     label = label or run_label(job_dir)
-    reap(label)
+    if local:
+        reap(label)
     make_private(job_dir.parent)
-    watch = Watch(label, docker_client())
+    watch = Watch(label, docker_client() if local else None)
     finished = {p.parent for p in job_dir.glob("*/result.json") if _read(p)}
     done_before = len(finished)
     seen = done_before
@@ -394,7 +454,8 @@ def run_harbor(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            reap(label)
+            if local:
+                reap(label)
             # Whatever Harbor copied out (finished or not), sanitized before anyone reads it.
             for d in sorted(p for p in job_dir.glob("*") if p.is_dir()):
                 if d not in finished:

@@ -249,6 +249,14 @@ def set_run_environment(toml_path: Path, image: str) -> None:
     toml_path.write_text(cfg.model_dump_toml())
 
 
+def set_network_mode(toml_path: Path, mode: str) -> None:
+    from harbor.models.task.config import NetworkMode, TaskConfig
+
+    cfg = TaskConfig.model_validate(tomllib.loads(toml_path.read_text()))
+    cfg.environment.network_mode = NetworkMode(mode)
+    toml_path.write_text(cfg.model_dump_toml())
+
+
 def walk(directory: Path) -> list[Path]:
     """Every path under a directory, sorted, never following a link."""
     out = []

@@ -20,6 +20,7 @@ from litecoder.decontam import BenchmarkIndex
 from litecoder.envprep.core import EnvprepContext
 from litecoder.envprep.prepare import fingerprint, prepare_all, split
 from litecoder.envprep.validate import CHECKS
+from litecoder.harbor import runner
 from litecoder.io import write_json, write_jsonl
 from litecoder.records import JudgedTask
 from litecoder.sandbox import cleanup_on_signals, docker_client, remove_labelled, remove_orphans
@@ -34,7 +35,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """data/envs/<task_id>/ (Harbor task dirs), failed.jsonl and splits.json from accepted tasks."""
     cfg = ctx.cfg
     track = StageRun("envprep", cfg, ctx.paths.workdir)
-    docker = docker_client()
+    docker = docker_client()  # the environment agent's sandboxes are Docker containers
+    runner.preflight_environment(cfg)  # where the oracle check's Harbor trials run
     tasks = ctx.read("accepted", JudgedTask)
     removed = remove_orphans(docker)
     if removed:

@@ -135,8 +135,9 @@ def harbor_job(
         agents=[{"name": agent.name, "model_name": f"openai/{served}", "kwargs": kwargs}],
         tasks=tasks,
         n_attempts=e.k,
-        n_concurrent=e.n_concurrent,
+        n_concurrent=cfg.environment.n_concurrent or e.n_concurrent,
         agent_timeout_multiplier=e.agent_timeout_multiplier,
+        environment=runner.environment_config(cfg),
     )
 
 
@@ -205,6 +206,7 @@ def run_job(
             log_path=log_path,
             timeout_s=cfg.eval.harbor_timeout_s,
             bar=bar,
+            local=cfg.environment.type == "docker",
         )
     if rc != 0:
         # Scored anyway, with what did not finish counted apart (and the stage failing when
@@ -302,7 +304,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     e = cfg.eval
     track = StageRun("evaluate", cfg, ctx.paths.workdir)
-    docker_client()
+    if cfg.environment.type == "docker":
+        docker_client()
+    runner.preflight_environment(cfg)
     datasets.preflight(e, ctx.root)  # before any model is loaded
     chosen = targets(ctx)
     tasks = task_dirs(ctx)

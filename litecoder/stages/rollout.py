@@ -106,9 +106,10 @@ def job_config(
         agents=[agent_config(cfg, a, api_base) for a in agents],
         tasks=task_dirs,
         n_attempts=r.n_attempts,
-        n_concurrent=r.n_concurrent,
+        n_concurrent=cfg.environment.n_concurrent or r.n_concurrent,
         timeout_multiplier=r.timeout_multiplier,
         agent_timeout_multiplier=r.agent_timeout_multiplier,
+        environment=runner.environment_config(cfg),
     )
 
 
@@ -169,7 +170,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """data/rollouts/<job>/ (Harbor job dirs) from data/envs and the teacher."""
     cfg = ctx.cfg
     track = StageRun("rollout", cfg, ctx.paths.workdir)
-    docker_client()  # a clear error now if Docker is not there
+    local = cfg.environment.type == "docker"
+    if local:
+        docker_client()  # a clear error now if Docker is not there
+    runner.preflight_environment(cfg)  # credentials and reachability, before any trial
     envs = ctx.paths.envs
     # Task sources: this run's environments and/or external task sets, each shared among the
     # agents; one Harbor job per (source, agent). Task metadata (the domain) per job.
@@ -262,6 +266,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 log_path=log_path,
                 timeout_s=cfg.rollout.harbor_timeout_s,
                 bar=bar,
+                local=local,
             )
             harbor_s += secs
             if rc != 0 and len(runner.trial_results(job_dir)) < expected:
