@@ -267,9 +267,21 @@ class Envprep(Strict):
     validate_: Validate = Field(default=Validate(), alias="validate")
     test_sh: str
     prompts: EnvprepPrompts
+    # "i/n": prepare only the i-th of n shares of the tasks (by task hash) into the shared work
+    # area, for launchers running shards side by side; a run without a shard then assembles
+    # data/envs from the finished work (README: envprep at scale).
+    shard: str | None = Field(default=None, pattern=r"^\d+/\d+$")
+
+    def shard_of(self) -> tuple[int, int] | None:
+        if self.shard is None:
+            return None
+        i, n = (int(x) for x in self.shard.split("/"))
+        return i, n
 
     @model_validator(mode="after")
     def _steps(self) -> Envprep:
+        if (s := self.shard_of()) and not 0 <= s[0] < s[1]:
+            raise ValueError(f"shard {self.shard!r}: needs 0 <= i < n")
         for required in ("setup", "solution", "verifier", "config"):
             if required not in self.steps:
                 raise ValueError(f"steps: {required!r} is required (only 'refine' is optional)")

@@ -12,6 +12,7 @@ import subprocess
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -418,3 +419,46 @@ def test_split_is_stable() -> None:
     assert a == split(list(reversed(ids)), 0.2) and len(a.heldout) == 2
     assert split(["t-1"], 0.2).model_dump() == {"train": ["t-1"], "heldout": []}
     assert MODEL_ID
+
+
+def _envs_digest(project: Path) -> dict[str, Any]:
+    """data/envs as content: every task dir, the splits and the per-task outcomes (timings,
+    which differ run to run, left out)."""
+    from litecoder.harbor.taskdir import content_hash
+
+    envs = project / "data/envs"
+    outcomes = [
+        {k: v for k, v in r.items() if k not in ("timings",)}
+        for r in read_jsonl(envs / "outcomes.jsonl")
+    ]
+    return {
+        "dirs": {d.name: content_hash(d) for d in sorted(envs.iterdir()) if d.is_dir()},
+        "splits": json.loads((envs / "splits.json").read_text()),
+        "outcomes": outcomes,
+    }
+
+
+def test_sharded_envprep_equals_an_unsharded_run(tmp_path: Path) -> None:
+    scenarios = [S.by_id("ml_metrics"), S.by_id("sec_checksums"), S.by_id("bt_zipapp")]
+    one = _project_with_tasks(tmp_path / "one", scenarios)
+    sharded = _project_with_tasks(tmp_path / "sharded", scenarios)
+    base = ["litecoder", "envprep", "envprep.validate.harbor_oracle=false"]
+    with StandIn() as server:
+        for p in (one, sharded):
+            point_offline_teacher(p, server.base_url)
+        run(base, one, timeout=900)
+        # Two shards side by side (as a launcher would run them), then the assembly.
+        procs = [
+            subprocess.Popen([*base, f"envprep.shard={i}/2"], cwd=sharded,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for i in range(2)
+        ]  # fmt: skip
+        for p in procs:
+            _, err = p.communicate(timeout=900)
+            assert p.returncode == 0, err[-2000:]
+        assert not (sharded / "data/envs").exists()  # shards only fill the work area
+        requests = server.stats()["received"]
+        run(base, sharded, timeout=900)
+        assert server.stats()["received"] == requests  # the assembly redid nothing
+    assert _envs_digest(sharded) == _envs_digest(one)
+    assert len(list((sharded / ".litecoder/envprep").glob("*/outcome.json"))) == 3

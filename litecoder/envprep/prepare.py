@@ -34,12 +34,25 @@ def fingerprint(cfg: Config, task: JudgedTask) -> str:
         "v": VERSION,
         "task": task.model_dump(include={"id", "domain", "subtopic", "task"}),
         "envprep": cfg.envprep.model_dump(
-            exclude={"concurrency", "heldout_fraction", "keep_images"}
+            exclude={"concurrency", "heldout_fraction", "keep_images", "shard"}
         ),
         "security": cfg.security.model_dump(),
         "agent": agent,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def remove_stale(work: Path) -> None:
+    """Half-done tasks of runs that were killed (their process is gone)."""
+    for stale in work.glob(".tmp-*"):
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and int(pid) != os.getpid() and Path(f"/proc/{pid}").exists():
+            continue  # another live run's task in progress
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def in_shard(task_id: str, i: int, n: int) -> bool:
+    return int(hashlib.sha256(task_id.encode()).hexdigest()[:8], 16) % n == i
 
 
 def split(ok_ids: list[str], fraction: float) -> Splits:
@@ -81,7 +94,9 @@ def _remove_image(docker: Any, image: str) -> None:
 
 async def prepare(ep: EnvprepContext, task: JudgedTask, fp: str) -> EnvOutcome:
     out = EnvOutcome(task_id=task.id, domain=task.domain)
-    tmp = ep.work / f".tmp-{fp}-{uuid.uuid4().hex[:6]}"
+    # The owner's pid in the name: a run clears only what dead runs left (shards and sweep
+    # members share the work area).
+    tmp = ep.work / f".tmp-{os.getpid()}-{fp}-{uuid.uuid4().hex[:6]}"
     start = time.monotonic()
     timeout = ep.cfg.envprep.sandbox.task_timeout_s
     try:

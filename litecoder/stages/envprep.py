@@ -18,7 +18,7 @@ from litecoder import base_image
 from litecoder.context import StageContext
 from litecoder.decontam import BenchmarkIndex
 from litecoder.envprep.core import EnvprepContext
-from litecoder.envprep.prepare import fingerprint, prepare_all, split
+from litecoder.envprep.prepare import fingerprint, in_shard, prepare_all, remove_stale, split
 from litecoder.envprep.validate import CHECKS
 from litecoder.harbor import runner
 from litecoder.io import write_json, write_jsonl
@@ -44,12 +44,25 @@ def run(ctx: StageContext) -> dict[str, Any]:
     base_image.ensure(cfg.envprep.base_image)
     work = ctx.root / ".litecoder" / "envprep"
     make_private(work)
-    for stale in work.glob(".tmp-*"):  # half-done tasks of a killed run
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale(work)  # half-done tasks of killed runs
     run_id = f"envprep-{uuid.uuid4().hex[:8]}"
     index = BenchmarkIndex.load(cfg.dedup.decontam, ctx.root)
     ep = EnvprepContext(cfg, ctx.client("agent"), docker, run_id, work, index)
 
+    if shard := cfg.envprep.shard_of():
+        # One share of the tasks into the shared work area; data/envs is assembled by a run
+        # without a shard (which finds this work done and redoes none of it).
+        mine = [t for t in tasks if in_shard(t.id, *shard)]
+        with cleanup_on_signals(), progress(f"envprep {cfg.envprep.shard}", len(mine)) as bar:
+            mine_out = asyncio.run(prepare_all(ep, mine, bar))
+        remove_labelled(docker, run=run_id)
+        n_ok = sum(o.status == "ok" for o in mine_out)
+        log.info(
+            "shard %s: %d of %d tasks, %d environments; assemble data/envs with "
+            "`litecoder envprep` (no shard) once every shard is done",
+            cfg.envprep.shard, len(mine), len(tasks), n_ok,
+        )  # fmt: skip
+        return {"shard": cfg.envprep.shard, "tasks": len(mine), "environments": n_ok}
     with cleanup_on_signals(), progress("envprep", len(tasks)) as bar:
         outcomes = asyncio.run(prepare_all(ep, tasks, bar))
     if index is not None:  # environments finished before the benchmarks were configured
