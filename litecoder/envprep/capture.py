@@ -11,6 +11,7 @@ is listed in the capture report with its path and the reason.
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -31,6 +32,10 @@ class CaptureReport(BaseModel):
     owners: dict[str, str] = Field(default_factory=dict)
     empty_dirs: list[str] = Field(default_factory=list)
     refused: list[dict[str, str]] = Field(default_factory=list)
+
+    def dockerfile_state(self) -> dict[str, Any]:
+        """What render_dockerfile needs to rebuild this state."""
+        return self.model_dump(include={"has_files", "deleted", "owners", "empty_dirs"})
 
 
 def excluded(path: str, cap: Capture) -> bool:

@@ -83,14 +83,7 @@ async def setup(
             out.capture_refused = state.refused
             write_text(
                 env_dir / "Dockerfile",
-                render_dockerfile(
-                    e.base_image,
-                    workdir=e.task.workdir,
-                    has_files=state.has_files,
-                    deleted=state.deleted,
-                    owners=state.owners,
-                    empty_dirs=state.empty_dirs,
-                ),
+                render_dockerfile(e.base_image, workdir=e.task.workdir, **state.dockerfile_state()),
             )
         else:
             executor = TaskDirExecutor(env_dir.parent, "environment", sb, mirror=None)
