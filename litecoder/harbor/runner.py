@@ -306,6 +306,18 @@ def trial_results(job_dir: Path) -> list[Any]:
     return [r for r in map(_read, sorted(job_dir.glob("*/result.json"))) if r is not None]
 
 
+def keep_results(job_dir: Path, rerun_types: Sequence[str]) -> int:
+    """Before resuming a job: drop the trials that ended in one of `rerun_types` (failures
+    outside the agent, which are not results) so that they run again; the number of finished
+    trials kept."""
+    if not job_dir.exists():
+        return 0
+    for r in trial_results(job_dir):
+        if exception_type(r) in rerun_types:
+            shutil.rmtree(job_dir / r.trial_name, ignore_errors=True)
+    return len(trial_results(job_dir))
+
+
 def reward(result: Any) -> float | None:
     """The one place the reward is read: the verifier's `reward` (None without a verdict)."""
     vr = result.verifier_result

@@ -171,12 +171,8 @@ def run_job(
     name = job_name(cfg, key, t, agent, tasks, ctx.root)
     job_dir = jobs_dir / name
     expected = len(tasks) * cfg.eval.k
-    if job_dir.exists():
-        # Trials that did not finish for outside reasons run again; the others are kept.
-        for r in runner.trial_results(job_dir):
-            if runner.exception_type(r) in cfg.eval.infra_error_types:
-                shutil.rmtree(job_dir / r.trial_name, ignore_errors=True)
-    done = len(runner.trial_results(job_dir)) if job_dir.exists() else 0
+    # Trials that did not finish for outside reasons run again; the others are kept.
+    done = runner.keep_results(job_dir, cfg.eval.infra_error_types)
     if done >= expected:
         bar.advance(expected)
         return job_dir

@@ -232,12 +232,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                         api_base,
                     )
                     shutil.rmtree(job_dir)
-            if job_dir.exists():
-                # Trials the endpoint failed are not results: they run again.
-                for r in runner.trial_results(job_dir):
-                    if runner.exception_type(r) in cfg.rollout.endpoint_error_types:
-                        shutil.rmtree(job_dir / r.trial_name, ignore_errors=True)
-            done = len(runner.trial_results(job_dir)) if job_dir.exists() else 0
+            # Trials the endpoint failed are not results: they run again.
+            done = runner.keep_results(job_dir, cfg.rollout.endpoint_error_types)
             if done >= expected:
                 bar.advance(expected)
                 continue
