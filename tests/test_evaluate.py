@@ -199,6 +199,8 @@ def test_running_endpoint_scored_on_migrated_terminal_bench_tasks(tmp_path: Path
     assert res["per_task"]["scripted"]["hello-file"]["rewards"] == [1.0, 1.0]
     assert res["per_task"]["scripted"]["count-lines"]["rewards"] == [0.0, 0.0]
     assert m["pass@1"] == 0.5 and m["pass@2"] == 0.5
+    # What the agent did, beside the scores: every turn parsed, one command a trial.
+    assert m["parsed_turns"] == 1.0 and m["commands_per_trial"] == 1.0 and m["mean_turns"] >= 2
     # The tasks went through Harbor's migration, and the staged copies run prebuilt images
     # under litecoder's compose file (the migrated placeholders are gone).
     migrated = list((project / ".litecoder/datasets").glob("migrated-*/tasks/hello-file"))

@@ -48,6 +48,7 @@ def test_smoke_evaluates_the_served_checkpoint(smoke: Path) -> None:
     for label, m in r["models"].items():
         assert m["trials"] == len(heldout) * r["k"] and m["tasks"] == len(heldout)
         assert 0.0 <= m["pass@1"] <= m[f"pass@{r['k']}"] <= 1.0
+        assert m["unfinished"] == 0 and m["mean_turns"] >= 0 and "parsed_turns" in m
         assert set(r["per_task"][label]) == set(heldout)
     # Real Harbor trials against a real server: requests were answered by the checkpoint.
     log = (smoke / "results/local_heldout/serve-tuned.log").read_text()

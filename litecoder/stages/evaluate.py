@@ -11,7 +11,8 @@ Scoring: each task gets k attempts. A trial that did not finish for a reason out
 (an environment or endpoint failure: `eval.infra_error_types`, or no result at all) is counted
 apart and never as a failure; the stage fails when more than `eval.max_unfinished_fraction`
 of the trials are missing. pass@1 is the mean reward over a task's finished attempts averaged
-over tasks, pass@k the unbiased estimator, with a bootstrap 95% interval over tasks. Harbor
+over tasks, pass@k the unbiased estimator, with a bootstrap 95% interval over tasks; beside
+them what the agent did (turns that parsed, turns and commands per trial). Harbor
 jobs live in `.litecoder/evaluate/jobs/` and a killed evaluation resumes them (`harbor job
 resume`): finished trials are not run again.
 """
@@ -41,6 +42,7 @@ from litecoder.records import ModelInfo, Splits
 from litecoder.sandbox import docker_client
 from litecoder.serve import serve
 from litecoder.tracking import StageRun, progress
+from litecoder.trajectory import load_atif
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +264,21 @@ def score(
     }
 
 
+def behaviour(job_dir: Path) -> dict[str, Any]:
+    """What the agent did, which moves even when no task is solved: the share of its turns
+    that parsed under the scaffold's format, mean turns and commands per trial."""
+    loaded = [load_atif(d, job_dir.name) for d in sorted(job_dir.iterdir()) if d.is_dir()]
+    trajs = [t for t in loaded if t is not None]
+    turns = [len(t.turns) for t in trajs]
+    parsed = sum(not x.parse_error for t in trajs for x in t.turns)
+    return {
+        "parsed_turns": round(parsed / sum(turns), 4) if sum(turns) else None,
+        "mean_turns": round(_mean([float(n) for n in turns]), 2),
+        "commands_per_trial": round(_mean([float(len(t.commands())) for t in trajs]), 2),
+        "trajectories": len(trajs),
+    }
+
+
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
@@ -331,10 +348,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 infra_error_types=e.infra_error_types,
                 bootstrap=e.bootstrap,
             )
-            scores[key] = {"model": t.model, "agent": agent.tag, **s}
+            scores[key] = {"model": t.model, "agent": agent.tag, **s, **behaviour(job_dir)}
     k = e.k
     keys = ("pass@1", f"pass@{k}", "pass@1_ci95", "tasks", "tasks_scored", "trials",
-            "expected_trials", "unfinished", "unfinished_by_type", "model", "agent")  # fmt: skip
+            "expected_trials", "unfinished", "unfinished_by_type", "model", "agent",
+            "parsed_turns", "mean_turns", "commands_per_trial")  # fmt: skip
     result = {
         "benchmark": e.benchmark,
         "dataset": _describe(ctx),
@@ -351,7 +369,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             **{
                 f"{key}/{x}": s[x]
                 for key, s in scores.items()
-                for x in ("pass@1", f"pass@{k}", "unfinished")
+                for x in ("pass@1", f"pass@{k}", "unfinished", "parsed_turns", "mean_turns")
             },
         }
     )

@@ -44,6 +44,11 @@ def funnel(paths: Paths) -> dict[str, Any]:
     }
 
 
+def score_header(k: int) -> list[str]:
+    return ["model", "agent", "pass@1", "95% CI", f"pass@{k}", "tasks", "trials", "unfinished",
+            "turns parsed", "turns/trial", "commands/trial"]  # fmt: skip
+
+
 USAGE_HEADER = ["stage", "requests", "cache hits", "retries", "prompt tokens",
                 "completion tokens", "USD"]  # fmt: skip
 
@@ -232,9 +237,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
         lo_hi = v.get("pass@1_ci95")
         return f"{100 * lo_hi[0]:.1f}-{100 * lo_hi[1]:.1f}%" if lo_hi else "-"
 
+    def share(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
     score_rows = [
         [m, v.get("agent", ""), f"{100 * v['pass@1']:.2f}%", ci(v),
-         f"{100 * v[f'pass@{k}']:.2f}%", v["tasks"], v["trials"], v.get("unfinished", 0)]
+         f"{100 * v[f'pass@{k}']:.2f}%", v["tasks"], v["trials"], v.get("unfinished", 0),
+         share(v.get("parsed_turns")), v.get("mean_turns", "-"), v.get("commands_per_trial", "-")]
         for m, v in results.get("models", {}).items()
     ]  # fmt: skip
     bench = cfg.eval.benchmark
@@ -259,7 +268,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     sections = [
         (
             "Scores (unfinished trials are counted apart, not as failures)",
-            ["model", "agent", "pass@1", "95% CI", f"pass@{k}", "tasks", "trials", "unfinished"],
+            score_header(k),
             score_rows,
         ),
         ("Against the published numbers (pass@1, %, Terminus-2)", pub_header, pub_rows),
