@@ -6,7 +6,6 @@ import csv
 import itertools
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -177,18 +176,7 @@ def test_registry_benchmarks_make_harbor_jobs(tmp_path: Path) -> None:
     assert job["n_attempts"] == 4 and job["agents"][0]["name"] == "terminus-2"
     assert job["agents"][0]["kwargs"]["api_base"] == "http://127.0.0.1:8000/v1"
     assert job["environment"]["force_build"] is False  # staged tasks run prebuilt images
-    # Offline, the download fails at once with one line, before any model is loaded.
-    project = make_project(tmp_path / "p", git=False)
-    start = time.monotonic()
-    r = run(
-        ["litecoder", "evaluate", "eval=terminal_bench_2", "tracking=disabled"],
-        project,
-        check=False,
-    )
-    assert r.returncode == 5 and time.monotonic() - start < 30
-    assert (
-        r.stderr.strip().splitlines()[-1].startswith("error: could not download terminal-bench@2.0")
-    )
+    # (Offline, each benchmark fails at once: tests/test_evaluate.py.)
 
 
 @pytest.mark.parametrize(

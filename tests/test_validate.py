@@ -27,6 +27,7 @@ timeout_sec = 120.0
 cpus = 1
 memory_mb = 512
 storage_mb = 1024
+network_mode = "no-network"
 """
 GOOD_TEST = "#!/bin/bash\nmkdir -p /logs/verifier\necho 1 > /logs/verifier/reward.txt\n"
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,10 @@ def build_image(
     lim = limits or BuildLimits()
     lines: list[str] = []
     layers: list[str] = []  # image ids of the steps done: a failed build's leftovers
+    # The same ids on disk, for whoever finds this process killed mid-build.
+    ledger = LEDGER_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.layers"
+    LEDGER_DIR.mkdir(exist_ok=True)
+    before = _image_id(client, tag)  # an earlier build of this tag (e.g. by a killed run)
     start = time.monotonic()
     memory = lim.memory_mb * 2**20
     try:
@@ -74,6 +81,8 @@ def build_image(
                 m = re.match(r"\s*---> ([0-9a-f]{12,})\s*$", chunk["stream"])
                 if m:
                     layers.append(m.group(1))
+                    with ledger.open("a") as f:
+                        f.write(m.group(1) + "\n")
             if "error" in chunk:
                 tail = "".join(lines[-30:]) + chunk["error"]
                 raise BuildError(f"docker build failed: {chunk['error'].strip()}", tail)
@@ -90,7 +99,42 @@ def build_image(
     except Exception as e:  # a read timeout of the stream, a dropped connection
         _remove_layers(client, layers)
         raise BuildError(f"docker build failed: {one_line(e)}", "".join(lines[-30:])) from None
-    return client.images.get(tag).id
+    finally:
+        ledger.unlink(missing_ok=True)
+    image_id = str(client.images.get(tag).id)
+    if before and before != image_id:  # the tag moved on: the old image, untagged now, goes
+        with contextlib.suppress(Exception):
+            if not client.images.get(before).tags:
+                client.images.remove(before, noprune=False)
+    return image_id
+
+
+def _image_id(client: Any, name: str) -> str | None:
+    try:
+        return str(client.images.get(name).id)
+    except Exception:
+        return None
+
+
+LEDGER_DIR = Path(tempfile.gettempdir()) / "litecoder-builds"
+
+
+def remove_killed_builds(client: Any) -> int:
+    """The intermediate images of builds whose process was killed (SIGKILL) before it could
+    remove them: listed in its ledger, removed while nothing else uses them."""
+    n = 0
+    for ledger in LEDGER_DIR.glob("*.layers"):
+        pid = ledger.name.split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and Path(f"/proc/{pid}").exists():
+            continue  # that build is still running
+        ids = ledger.read_text().split()
+        for image_id in reversed(ids):
+            with contextlib.suppress(Exception):
+                if not client.images.get(image_id).tags:
+                    client.images.remove(image_id, noprune=False)
+                    n += 1
+        ledger.unlink(missing_ok=True)
+    return n
 
 
 def _remove_layers(client: Any, layers: list[str]) -> None:

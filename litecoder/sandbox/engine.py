@@ -245,11 +245,12 @@ def remove_labelled(
         with contextlib.suppress(Exception):
             client.images.remove(img.id, force=True)
             removed["images"] += 1
-    if run is None:  # everything of litecoder's, so no build of its can be running
-        # Dangling images (one rebuilt under the same tag) are never useful.
-        with contextlib.suppress(Exception):
-            pruned = client.images.prune(filters={"dangling": True, "label": IMAGE_LABEL})
-            removed["images"] += len(pruned.get("ImagesDeleted") or [])
+    # Finished images of litecoder's that lost their tag (rebuilt under it, e.g. after a killed
+    # run) are never useful. Safe while other builds run: the label is set on a build's final
+    # image only, which is tagged as it is made; intermediate layers carry no label.
+    with contextlib.suppress(Exception):
+        pruned = client.images.prune(filters={"dangling": True, "label": IMAGE_LABEL})
+        removed["images"] += len(pruned.get("ImagesDeleted") or [])
     return removed
 
 
@@ -271,8 +272,11 @@ def remove_containers(client: Any, run: str) -> int:
 
 
 def remove_orphans(client: Any) -> int:
-    """Containers of litecoder processes on this host that died (SIGKILL)."""
-    n = 0
+    """Containers, and intermediate build images, of litecoder processes on this host that
+    died (SIGKILL)."""
+    from litecoder.sandbox.build import remove_killed_builds
+
+    n = remove_killed_builds(client)
     host = socket.gethostname()
     for c in client.containers.list(all=True, filters={"label": [f"{LABEL}.pid"]}):
         lab = c.labels
