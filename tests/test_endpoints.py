@@ -5,6 +5,7 @@ endpoint that cannot work at all is named in seconds. All real HTTP on loopback.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -28,26 +29,38 @@ def _git(project: Path) -> None:
 
 
 def test_outages_are_waited_out(tmp_path: Path) -> None:
-    """429 with Retry-After for 60 s while sampling, refused connections for 60 s while
-    judging: `dvc repro` finishes, every record a real result, exit 0."""
-    with StandIn() as server, FlakyProxy(server.base_url) as proxy:
-        proxy.set(outages=[("/completions", 4, "429", 60), ("/chat/completions", 4, "refused", 60)])
-        project = make_project(tmp_path / "p", git=False)
-        point_offline_teacher(project, proxy.base_url)
-        _git(project)
+    """429 with Retry-After for 60 s while sampling (one project), refused connections for 60 s
+    while judging (another, side by side): `dvc repro` finishes, every record a real result,
+    exit 0."""
+    with StandIn() as server, FlakyProxy(server.base_url) as p1, FlakyProxy(server.base_url) as p2:
+        p1.set(outages=[("/completions", 4, "429", 60)])  # sample: raw completions
+        p2.set(outages=[("/chat/completions", 4, "refused", 60)])  # judge: chat
+        projects = []
+        for name, proxy in (("a", p1), ("b", p2)):
+            project = make_project(tmp_path / name, git=False)
+            point_offline_teacher(project, proxy.base_url)
+            _git(project)
+            projects.append(project)
         start = time.monotonic()
-        run(["dvc", "repro", "judge"], project, timeout=900)
+        procs = [
+            subprocess.Popen(["dvc", "repro", "judge"], cwd=p, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+            for p in projects
+        ]  # fmt: skip
+        for proc in procs:
+            _, err = proc.communicate(timeout=900)
+            assert proc.returncode == 0, err[-3000:]
         took = time.monotonic() - start
-    sampled = read_jsonl(project / "data/tasks/sampled.jsonl")
-    judged = read_jsonl(project / "data/tasks/judged.jsonl")
-    assert len(sampled) == 14 and all(r["outcome"] == "ok" for r in sampled)
-    assert all(r["judge"]["outcome"] == "ok" for r in judged)
-    assert took >= 120  # both outages were really waited out
-    for stage in ("sample", "judge"):
-        waited = json.loads((project / f"metrics/{stage}.json").read_text())["llm"]["total"]
-        assert waited["waited_outage_s"] > 0 and waited["errors"] == 0, (stage, waited)
-    status = run(["dvc", "status", "judge"], project).stdout
-    assert "up to date" in status  # both stages are locked
+    assert took >= 60  # the outages were really waited out
+    for project, hit in zip(projects, ("sample", "judge"), strict=True):
+        sampled = read_jsonl(project / "data/tasks/sampled.jsonl")
+        judged = read_jsonl(project / "data/tasks/judged.jsonl")
+        assert len(sampled) == 14 and all(r["outcome"] == "ok" for r in sampled)
+        assert all(r["judge"]["outcome"] == "ok" for r in judged)
+        waited = json.loads((project / f"metrics/{hit}.json").read_text())["llm"]["total"]
+        assert waited["waited_outage_s"] > 0 and waited["errors"] == 0, (hit, waited)
+        status = run(["dvc", "status", "judge"], project).stdout
+        assert "up to date" in status  # both stages are locked
 
 
 def test_garbage_fails_honestly_and_a_rerun_redoes_only_the_rest(tmp_path: Path) -> None:
