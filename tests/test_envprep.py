@@ -454,6 +454,7 @@ def _envs_digest(project: Path) -> dict[str, Any]:
     }
 
 
+@pytest.mark.cluster
 def test_sharded_envprep_equals_an_unsharded_run(tmp_path: Path) -> None:
     scenarios = [S.by_id("ml_metrics"), S.by_id("sec_checksums"), S.by_id("bt_zipapp")]
     one = _project_with_tasks(tmp_path / "one", scenarios)

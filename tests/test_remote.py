@@ -60,6 +60,7 @@ def _creds() -> dict[str, str]:
     return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
+@pytest.mark.cluster
 def test_smoke_outputs_push_and_pull_through_s3(smoke: Path, s3: str, tmp_path: Path) -> None:
     env = {**CREDS}
     origin = tmp_path / "origin.git"

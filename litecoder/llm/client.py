@@ -158,8 +158,12 @@ class LLMClient:
         retry_initial_s: float = 1.0,
         retry_max_s: float = 30.0,
         share_identical: bool = True,
+        served_as: str | None = None,
     ):
         self.teacher = teacher
+        # The name the endpoint answers to, when not the teacher's `model` (a server litecoder
+        # started for a local model); cache keys keep the teacher's `model`.
+        self.wire_model = served_as or teacher.model
         self.base_url = base_url or teacher.base_url
         if not self.base_url:
             raise LLMError(f"teacher {teacher.name!r} has no base_url", transient=False)
@@ -240,10 +244,10 @@ class LLMClient:
             raise EndpointError(
                 f"{name}: {url} is not an OpenAI-compatible server (GET /models is not a list)"
             )
-        if models and self.teacher.model not in models:
+        if models and self.wire_model not in models:
             shown = ", ".join(models[:8]) + (", ..." if len(models) > 8 else "")
             raise EndpointError(
-                f"{name}: model {self.teacher.model!r} is not served at {url} (it serves: {shown})"
+                f"{name}: model {self.wire_model!r} is not served at {url} (it serves: {shown})"
             )
 
     # -- request bodies --
@@ -497,6 +501,8 @@ class LLMClient:
         post: Callable[[Kind, dict[str, Any], Meta], Awaitable[dict[str, Any]]] | None = None,
     ) -> Response:
         post = post or self._post
+        if body.get("model") != self.wire_model:
+            body = {**body, "model": self.wire_model}
         start = time.monotonic()
         deadline = start + self.teacher.max_wait_s
         breaker = breaker_for(self.base_url or "")

@@ -115,3 +115,17 @@ def add_to_ledger(path: Path, stage: str, usage: Usage) -> None:
     old.add(usage)
     data[stage] = old.to_dict()
     write_json(path, data)
+
+
+def output_rates(outcomes: list[tuple[bool, int]], completion_tokens: int, wall_s: float) -> dict:
+    """How often a model's answers were usable: per (valid, attempts) pair of each call, the
+    share valid in the end and on the first try, and the answer tokens per wall-clock second
+    of the stage (cache hits make it look faster)."""
+    n = len(outcomes)
+    return {
+        "valid_rate": round(sum(ok for ok, _ in outcomes) / n, 4) if n else None,
+        "valid_first_try_rate": round(sum(ok and a == 1 for ok, a in outcomes) / n, 4)
+        if n
+        else None,
+        "completion_tokens_per_s": round(completion_tokens / wall_s, 2) if wall_s > 0 else None,
+    }

@@ -26,13 +26,16 @@ import math
 import os
 import random
 import shutil
+import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from litecoder import models
 from litecoder.config import Config, EvalAgent
 from litecoder.context import StageContext
 from litecoder.harbor import datasets, runner
@@ -90,7 +93,8 @@ def targets(ctx: StageContext) -> list[Target]:
         return [Target(m.label or p.name, str(p.resolve()))]
     if m.source == "hub":
         assert m.path is not None
-        return [Target(m.label or m.path.split("/")[-1], m.path)]
+        path = models.resolve_with(m.path, ctx.cfg.train.python, ctx.root)
+        return [Target(m.label or m.path.split("/")[-1].removesuffix(".gguf"), path)]
     assert m.base_url and m.name
     if m.api_key_env and not os.environ.get(m.api_key_env):
         raise StageError(f"eval.model.api_key_env: {m.api_key_env} is not set")
@@ -98,6 +102,8 @@ def targets(ctx: StageContext) -> list[Target]:
 
 
 def _local(ctx: StageContext, model: str) -> str:
+    if models.parse(model):  # a packaged model: its converted directory
+        return models.resolve_with(model, ctx.cfg.train.python, ctx.root)
     path = ctx.paths.workdir / model
     return str(path) if path.exists() else model
 
@@ -110,7 +116,7 @@ def endpoint(ctx: StageContext, t: Target, log_path: Path) -> Iterator[tuple[str
         return
     # A stable port: a resumed Harbor job keeps the api_base it was started with.
     port = 40000 + zlib.crc32(f"{ctx.root.resolve()}:eval:{t.label}".encode()) % 20000
-    with serve(t.model, ctx.cfg, ctx.root, log_path, port=port) as (base, served):
+    with serve(t.model, ctx.cfg.eval.serve, ctx.root, log_path, port=port) as (base, served):
         yield base, served, "EMPTY"
 
 
@@ -180,13 +186,14 @@ def run_job(
         return job_dir
     log_path = out / f"harbor-{key}.log"
     # Staged copies (litecoder's compose file, confined prebuilt images), labelled for this job.
-    staged = runner.stage(
-        tasks,
-        jobs_dir.parent / "tasks" / name,
-        run=runner.run_label(job_dir),
-        sec=runner.Security.from_config(cfg, network=cfg.eval.network),
-        build_timeout_s=cfg.envprep.task.build_timeout_sec,
-    )
+    with _STAGING:  # jobs side by side share the task images: one builds, the others reuse
+        staged = runner.stage(
+            tasks,
+            jobs_dir.parent / "tasks" / name,
+            run=runner.run_label(job_dir),
+            sec=runner.Security.from_config(cfg, network=cfg.eval.network),
+            build_timeout_s=cfg.envprep.task.build_timeout_sec,
+        )
     with endpoint(ctx, t, out / f"serve-{t.label}.log") as (base, served, key_value):
         if (job_dir / "config.json").exists():
             log.info("resuming %s (%d/%d trials done)", name, done, expected)
@@ -211,6 +218,9 @@ def run_job(
         # that is too much); the log says why.
         log.warning("harbor exited %d for %s: %s", rc, key, tail(log_path.read_text(), 3))
     return job_dir
+
+
+_STAGING = threading.Lock()
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -335,9 +345,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ]
     names = [d.name for d in tasks]
     scores: dict[str, dict[str, Any]] = {}
-    with progress("evaluate", len(tasks) * e.k * len(runs)) as bar:
-        for t, agent, key in runs:
-            job_dir = run_job(ctx, t, agent, key, tasks, jobs_dir, out, bar)
+    with (
+        progress("evaluate", len(tasks) * e.k * len(runs)) as bar,
+        ThreadPoolExecutor(e.parallel_jobs) as pool,
+    ):
+        futures = [
+            pool.submit(run_job, ctx, t, agent, key, tasks, jobs_dir, out, bar)
+            for t, agent, key in runs
+        ]
+        for (t, agent, key), fut in zip(runs, futures, strict=True):
+            job_dir = fut.result()
             dest = out / "jobs" / key.replace("@", "__")
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(job_dir, dest, symlinks=True)

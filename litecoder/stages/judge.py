@@ -9,6 +9,7 @@ re-runs this stage from the response cache without a single new request.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -18,6 +19,7 @@ from litecoder.config import Config
 from litecoder.context import StageContext
 from litecoder.io import write_records
 from litecoder.llm import InvalidOutput, parse_json_object
+from litecoder.llm.usage import output_rates
 from litecoder.records import JudgedTask, JudgeResult, SampledTask, Tokens
 from litecoder.tracking import StageRun, progress
 
@@ -115,8 +117,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """data/tasks/judged.jsonl from data/tasks/sampled.jsonl."""
     track = StageRun("judge", ctx.cfg, ctx.paths.workdir)
     records = ctx.read("sampled", SampledTask)
+    start = time.monotonic()
     with progress("judge", len(records)) as bar:
         judged = asyncio.run(_judge(ctx, records, bar))
+    wall = time.monotonic() - start
     write_records(ctx.paths.judged, judged)
 
     scored = [r.judge for r in judged if r.judge and r.judge.outcome == "ok"]
@@ -147,6 +151,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "rejected_by": dict(Counter(c for r in judged for c in r.rejected_by)),
             "per_criterion": per_criterion,
             "per_domain": per_domain,
+            # The judge's JSON compliance: verdicts that parsed, at all and on the first ask.
+            **output_rates(
+                [(r.judge.outcome == "ok", r.judge.attempts) for r in judged if r.judge],
+                ctx.usage.total().completion_tokens,
+                wall,
+            ),
             "llm": ctx.usage.to_dict(),
         }
     )

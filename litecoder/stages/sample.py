@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import Counter
 from typing import Any
 
@@ -17,6 +18,8 @@ from litecoder.config import Config, Domain, Teacher
 from litecoder.context import StageContext
 from litecoder.io import write_records
 from litecoder.llm import InvalidOutput, Outcome
+from litecoder.llm.usage import output_rates
+from litecoder.magpie import effective as effective_magpie
 from litecoder.records import SampledTask, Tokens
 from litecoder.tracking import StageRun, progress
 
@@ -64,8 +67,7 @@ def task_id(teacher: Teacher, req: dict[str, Any]) -> str:
     return "t-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def make_parser(teacher: Teacher, min_chars: int, max_chars: int):
-    stops = list(teacher.magpie.stop) if teacher.magpie else []
+def make_parser(stops: list[str], min_chars: int, max_chars: int):
 
     def parse(text: str) -> str:
         for s in stops:  # some servers return the stop string
@@ -85,24 +87,26 @@ def make_parser(teacher: Teacher, min_chars: int, max_chars: int):
 async def _sample(ctx: StageContext, reqs: list[dict[str, Any]], bar: Any) -> list[SampledTask]:
     cfg = ctx.cfg
     teacher = cfg.teacher("sample")
-    parse = make_parser(teacher, cfg.sampler.min_chars, cfg.sampler.max_chars)
+    # A null pre-query template is derived from the model's own chat template.
+    magpie = effective_magpie(teacher, cfg.train.python, ctx.root)
+    parse = make_parser(magpie.stop if magpie else [], cfg.sampler.min_chars, cfg.sampler.max_chars)
 
     async with ctx.client("sample") as client:
 
         async def one(req: dict[str, Any]) -> SampledTask:
             meta = {"stage": "sample", **{k: req[k] for k in ("domain", "subtopic", "seed")}}
             if teacher.sampling_mode == "completion":
-                assert teacher.magpie is not None
-                prompt = teacher.magpie.pre_query_template.replace("{system}", req["system"])
+                assert magpie is not None and magpie.pre_query_template is not None
+                prompt = magpie.pre_query_template.replace("{system}", req["system"])
                 out: Outcome[str] = await client.complete_validated(
                     prompt,
                     parse,
                     max_reasks=cfg.sampler.max_reasks,
                     seed=req["seed"],
-                    stop=teacher.magpie.stop,
+                    stop=magpie.stop,
                     meta=meta,
                 )
-                template = teacher.magpie.pre_query_template
+                template = magpie.pre_query_template
             else:
                 msgs = [
                     {"role": "system", "content": req["system"]},
@@ -137,8 +141,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """data/tasks/sampled.jsonl from the taxonomy and the sampling teacher."""
     track = StageRun("sample", ctx.cfg, ctx.paths.workdir)
     reqs = plan(ctx.cfg)
+    start = time.monotonic()
     with progress("sample", len(reqs)) as bar:
         records = asyncio.run(_sample(ctx, reqs, bar))
+    wall = time.monotonic() - start
     write_records(ctx.paths.sampled, records)
 
     ok = [r for r in records if r.outcome == "ok"]
@@ -155,6 +161,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "errors_by_kind": dict(Counter(r.error_kind for r in records if r.error_kind)),
             "per_domain": per_domain,
             "mean_task_chars": round(sum(len(r.task or "") for r in ok) / max(1, len(ok)), 1),
+            **output_rates(
+                [(r.outcome == "ok", r.attempts) for r in records],
+                ctx.usage.total().completion_tokens,
+                wall,
+            ),
             "llm": ctx.usage.to_dict(),
         }
     )

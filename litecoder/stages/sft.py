@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from litecoder import models
 from litecoder.config import Config
 from litecoder.context import StageContext
 from litecoder.io import write_jsonl, write_records, write_text
@@ -93,12 +94,12 @@ def build_tokenizer(texts: list[str], vocab_size: int, out: Path) -> Any:
     return fast
 
 
-def load_tokenizer(cfg: Config, texts: list[str], out: Path) -> tuple[Any, str]:
+def load_tokenizer(cfg: Config, texts: list[str], out: Path, root: Path) -> tuple[Any, str]:
     from transformers import AutoTokenizer
 
     t = cfg.sft.tokenizer
     if t.path:
-        tok = AutoTokenizer.from_pretrained(t.path)
+        tok = AutoTokenizer.from_pretrained(models.resolve_with(t.path, cfg.train.python, root))
         if not tok.chat_template:
             raise ValueError(f"sft.tokenizer.path {t.path!r} has no chat template")
         return tok, t.path
@@ -221,7 +222,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         external_dropped[src.name] = dict(bad)
     chats = [c for *_, c in rendered] + external
     texts = [json.dumps(c, ensure_ascii=False) for c in chats] or ["empty"]
-    tok, tok_name = load_tokenizer(cfg, texts, out / "tokenizer")
+    tok, tok_name = load_tokenizer(cfg, texts, out / "tokenizer", ctx.root)
 
     rows: list[SftRow] = []
     split_n = dropped = 0

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from litecoder import models
 from litecoder.config import Config
 from litecoder.context import StageContext, env_python
 from litecoder.harbor.runner import die_with_parent
@@ -193,27 +194,26 @@ def validate_axolotl(python: Path, yaml_path: Path) -> None:
 
 
 def launch_cmd(cfg: Config, python: Path, yaml_path: Path) -> list[str]:
+    """`axolotl train` under the recipe's launcher. Several processes or machines: accelerate
+    or torchrun arguments; the rank and rendezvous of multi-node runs come from the scheduler's
+    environment (MACHINE_RANK or SLURM_NODEID, MASTER_ADDR, MASTER_PORT)."""
     t = cfg.train
     cmd = [str(python.parent / "axolotl"), "train", str(yaml_path), "--launcher", t.launcher]
-    if t.launcher in ("accelerate", "torchrun") and (t.num_processes > 1 or t.num_machines > 1):
-        # Rank and rendezvous of multi-node runs come from the scheduler's environment.
-        extra = [
-            "--num_processes",
-            str(t.num_processes * t.num_machines),
-            "--num_machines",
-            str(t.num_machines),
-        ]
+    if t.launcher == "python" or (t.num_processes == 1 and t.num_machines == 1):
+        return cmd
+    rank = os.environ.get("MACHINE_RANK", os.environ.get("SLURM_NODEID", "0"))
+    addr = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    port = os.environ.get("MASTER_PORT", "29500")
+    if t.launcher == "torchrun":
+        extra = [f"--nproc_per_node={t.num_processes}", f"--nnodes={t.num_machines}"]
+        extra += [f"--node_rank={rank}", f"--master_addr={addr}", f"--master_port={port}"]
+    else:
+        extra = ["--num_processes", str(t.num_processes * t.num_machines)]
+        extra += ["--num_machines", str(t.num_machines)]
         if t.num_machines > 1:
-            extra += [
-                "--machine_rank",
-                os.environ.get("MACHINE_RANK", os.environ.get("SLURM_NODEID", "0")),
-                "--main_process_ip",
-                os.environ.get("MASTER_ADDR", "127.0.0.1"),
-                "--main_process_port",
-                os.environ.get("MASTER_PORT", "29500"),
-            ]
-        cmd += ["--", *extra]
-    return cmd
+            extra += ["--machine_rank", rank, "--main_process_ip", addr]
+            extra += ["--main_process_port", port]
+    return [*cmd, "--", *extra]
 
 
 def train_env(cfg: Config, python: Path, workdir: Path) -> dict[str, str]:
@@ -231,7 +231,8 @@ def train_env(cfg: Config, python: Path, workdir: Path) -> dict[str, str]:
         "WANDB_DIR": str(workdir),  # beside the stage runs of this run / sweep member
         "TOKENIZERS_PARALLELISM": "false",
     }
-    if cfg.train.base_model is None:  # a local tiny model: nothing to fetch
+    base = cfg.train.base_model
+    if base is None or models.parse(base):  # a local model: nothing to fetch
         env["HF_HUB_OFFLINE"] = "1"
     return env
 
@@ -317,8 +318,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
         base = str((out / "init").resolve())
         base_rel = str((out / "init").relative_to(ctx.paths.workdir))
     else:
-        base = _resolve(cfg.train.base_model, ctx.paths.workdir, ctx.root) or cfg.train.base_model
-        base_rel = cfg.train.base_model
+        ref = cfg.train.base_model
+        base = (
+            models.resolve(ref, python)
+            if models.parse(ref)
+            else _resolve(ref, ctx.paths.workdir, ctx.root) or ref
+        )
+        base_rel = ref
     y = axolotl_config(cfg, base, tokenizer, dataset.resolve(), out.resolve())
     yaml_path = out / "axolotl.yaml"
     write_text(yaml_path, yaml.safe_dump(y, sort_keys=False))

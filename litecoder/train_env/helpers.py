@@ -2,9 +2,12 @@
 
     python helpers.py tiny-model --tokenizer DIR --out DIR --spec JSON
     python helpers.py validate --config axolotl.yaml [--config other.yaml ...]
+    python helpers.py from-gguf --gguf FILE --out DIR
 
 `tiny-model` creates a randomly initialised model (architecture and sizes from JSON) with the
-given tokenizer; `validate` applies Axolotl's own config validation and prints one line.
+given tokenizer; `validate` applies Axolotl's own config validation and prints one line;
+`from-gguf` turns a GGUF file into an ordinary Hugging Face directory (fp32 safetensors, the
+tokenizer and the chat template from the GGUF metadata).
 """
 
 from __future__ import annotations
@@ -49,6 +52,31 @@ def tiny_model(tokenizer: str, out: str, spec: dict) -> None:
     print(json.dumps({"parameters": n, "architecture": spec["architecture"]}))
 
 
+def from_gguf(gguf: str, out: str) -> None:
+    import os
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    d, name = os.path.split(os.path.abspath(gguf))
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
+    # transformers refuses to save a GGUF-loaded model; the same weights in a model built from
+    # its config save normally.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # the weights are plain fp32 now
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = GenerationConfig(
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False
+    )
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    n = sum(p.numel() for p in model.parameters())
+    print(json.dumps({"parameters": n, "architecture": model.config.architectures[0]}))
+
+
 def validate(paths: list[str]) -> None:
     """One line per config: `VALID <path>` or `INVALID <path> <reason>`; exit 1 if any is."""
     import yaml
@@ -75,11 +103,16 @@ def main() -> None:
     t.add_argument("--tokenizer", required=True)
     t.add_argument("--out", required=True)
     t.add_argument("--spec", required=True)
+    g = sub.add_parser("from-gguf")
+    g.add_argument("--gguf", required=True)
+    g.add_argument("--out", required=True)
     v = sub.add_parser("validate")
     v.add_argument("--config", required=True, action="append")
     a = p.parse_args()
     if a.cmd == "tiny-model":
         tiny_model(a.tokenizer, a.out, json.loads(a.spec))
+    elif a.cmd == "from-gguf":
+        from_gguf(a.gguf, a.out)
     else:
         validate(a.config)
 
