@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,8 @@ def _run_main(argv: list[str]) -> int:
 
     @hydra.main(config_path=str(conf_dir), config_name="config", version_base=None)
     def job(dcfg: DictConfig) -> dict[str, object]:
+        # A remote launcher's worker (Ray) starts elsewhere: the project is where `run` ran.
+        os.chdir(root)
         _setup_logging()
         data = OmegaConf.to_container(dcfg, resolve=True)
         try:
@@ -127,6 +130,14 @@ def _run_main(argv: list[str]) -> int:
             log_summary_run(cfg, workdir, cfg.tracking.group or cfg.experiment.name)
         return results
 
+    if {"-m", "--multirun"} & set(hydra_args) and not any(
+        a.startswith("hydra.sweep.dir=") for a in hydra_args
+    ):
+        # Absolute, so that members launched in another working directory (Ray workers) still
+        # write into this project; `now` is resolved once and shared by every member.
+        raw = OmegaConf.to_container(OmegaConf.load(conf_dir / "config.yaml"), resolve=False)
+        rel = raw["hydra"]["sweep"]["dir"]  # type: ignore[index,call-overload]
+        hydra_args = [*hydra_args, f"hydra.sweep.dir={root}/{rel}"]
     sys.argv = ["litecoder run", *hydra_args]
     job()
     return 0

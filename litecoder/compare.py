@@ -37,6 +37,11 @@ def summarize(workdir: Path) -> dict[str, Any]:
     """One row of key numbers for a run directory (the repo root, or a multirun job dir)."""
     paths = Paths(workdir)
     fun = _load(paths.funnel_metrics).get("total", {})
+    if not fun:  # a run stopped before sft (`--until`): what its first stages counted
+        fun = {
+            "sampled": _load(paths.metrics("sample")).get("sampled"),
+            "accepted": _load(paths.metrics("judge")).get("accepted"),
+        }
     train = _load(paths.metrics("train"))
     ev = _load(paths.metrics("evaluate"))
     overrides = workdir / ".hydra/overrides.yaml"
@@ -153,9 +158,11 @@ class SweepCallback:
         if not sweep.is_dir():
             return
         rows = compare([sweep], out=sweep)
-        data = OmegaConf.to_container(config, resolve=True)
+        # Without the hydra node: under a remote launcher (submitit, Ray) its per-job keys
+        # (hydra.job.num) are unset in the launching process and cannot be resolved.
+        rest = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        data = OmegaConf.to_container(rest, resolve=True)
         assert isinstance(data, dict)
-        data.pop("hydra", None)
         cfg = validate({str(k): v for k, v in data.items()}, check_env=False)
         log_compare_run(cfg, rows, sweep_group(cfg.experiment.name, sweep), sweep)
 
