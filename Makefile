@@ -18,7 +18,7 @@ smoke: setup
 	dvc repro
 
 test: setup
-	python -m pytest -q -m "not cluster"
+	bash scripts/test.sh
 
 # Scale-out runs (a two-member sweep + dvc exp, sharded envprep, push/pull through a loopback
 # S3 server): CI's second step.

@@ -258,6 +258,9 @@ def test_served_model_scored_on_migrated_terminal_bench_tasks(smoke: Path, tmp_p
         "litecoder", "evaluate", "tracking=disabled", "eval.benchmark=tb1-mini",
         "eval.source=path", f"eval.path={tasks}", "eval.model.source=local",
         f"eval.model.path={checkpoint}", "eval.model.label=smoke-student", "eval.k=1",
+        # The real student on CPU: one short turn is enough to show the server answered.
+        "eval.agents=[{name: terminus-2, kwargs: {parser_name: json, max_turns: 1, "
+        "llm_kwargs: {max_tokens: 32}}}]", "eval.agent_timeout_multiplier=0.05",
     ]  # fmt: skip
     r = run(cmd, project, check=False, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]

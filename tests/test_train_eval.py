@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -164,9 +163,9 @@ def test_recipes_pass_axolotl_validation(tmp_path: Path) -> None:
         validate_axolotl(TRAIN_PY, bad[0])
 
 
-def test_unreadable_dataset_is_a_clear_error(smoke: Path, tmp_path: Path) -> None:
+def test_unreadable_dataset_is_a_clear_error(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p", git=False)
-    shutil.copytree(smoke / "data/sft/tokenizer", project / "data/sft/tokenizer")
+    (project / "data/sft").mkdir(parents=True)
     (project / "data/sft/train.jsonl").write_text('{"text": "no messages here"}\n' * 4)
     r = run(["litecoder", "train", "tracking=disabled"], project, check=False, timeout=900)
     assert r.returncode == 5
