@@ -339,7 +339,7 @@ def _magpie_main(argv: list[str]) -> int:
 
     import yaml
 
-    from litecoder import magpie
+    from litecoder import magpie, models
     from litecoder.config import Teacher
 
     p = argparse.ArgumentParser(prog="litecoder magpie", description=_magpie_main.__doc__)
@@ -348,7 +348,7 @@ def _magpie_main(argv: list[str]) -> int:
     p.add_argument("--train-python", default=".venv-train/bin/python")
     a = p.parse_args(argv)
     _setup_logging()
-    tok = magpie.load_tokenizer(a.model, a.train_python, Path.cwd())
+    tok = models.tokenizer(a.model, a.train_python, Path.cwd())
     d = magpie.derive(tok)
     print(json.dumps(d.model_dump(include={"pre_query_template", "stop"})))
     bad = 0

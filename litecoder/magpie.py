@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from litecoder import models
 from litecoder.config import Magpie, Teacher
 
 _SYS = "LITECODER_SYSTEM_SENTINEL"
@@ -50,14 +51,6 @@ def _adds_bos(tok: Any) -> bool:
     return bool(ids) and ids[0] == getattr(tok, "bos_token_id", None)
 
 
-def load_tokenizer(ref: str, train_python: str, root: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    from litecoder import models
-
-    return AutoTokenizer.from_pretrained(models.resolve_with(ref, train_python, root))
-
-
 def effective(teacher: Teacher, train_python: str, root: Path) -> Magpie | None:
     """The teacher's MAGPIE settings with a null template derived from its tokenizer (stop
     strings from config come first, the derived ones are added)."""
@@ -66,7 +59,7 @@ def effective(teacher: Teacher, train_python: str, root: Path) -> Magpie | None:
         return m
     ref = m.tokenizer or (teacher.serve.model if teacher.serve else None)
     assert ref is not None  # the config validator asks for one
-    d = derive(load_tokenizer(ref, train_python, root))
+    d = derive(models.tokenizer(ref, train_python, root))
     return m.model_copy(
         update={
             "pre_query_template": d.pre_query_template,

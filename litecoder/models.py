@@ -23,6 +23,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -156,3 +157,10 @@ def resolve_with(ref: str, train_python_cfg: str, root: Path) -> str:
     if parse(ref) is None:
         return ref
     return resolve(ref, env_python(train_python_cfg, root))
+
+
+def tokenizer(ref: str, train_python_cfg: str, root: Path) -> Any:
+    """The tokenizer of any model reference (packaged models are converted first)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_with(ref, train_python_cfg, root))

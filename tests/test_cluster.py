@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +77,6 @@ def test_two_member_sweep_on_slurm(slurm: None, tmp_path: Path) -> None:
     sweep = max((project / "multirun/smoke").iterdir())
     logs = list((sweep / ".submitit").glob("*_[01]/*_log.out"))
     assert len(logs) == 2, r.stderr[-2000:]
-    assert shutil.which("squeue")
 
 
 def test_two_member_sweep_on_a_ray_head(ray_head: str, tmp_path: Path) -> None:
@@ -90,4 +87,3 @@ def test_two_member_sweep_on_a_ray_head(ray_head: str, tmp_path: Path) -> None:
             env={"RAY_ADDRESS": ray_head})  # fmt: skip
     assert "_run_job pid=" in r.stdout + r.stderr  # the members ran as Ray tasks
     _check_sweep(project)
-    assert os.environ.get("RAY_ADDRESS") is None  # nothing leaked into this process

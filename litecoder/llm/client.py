@@ -501,7 +501,9 @@ class LLMClient:
         post: Callable[[Kind, dict[str, Any], Meta], Awaitable[dict[str, Any]]] | None = None,
     ) -> Response:
         post = post or self._post
-        if body.get("model") != self.wire_model:
+        # Only the teacher's own name is mapped to the served one: a forwarded agent request
+        # that names another model goes out as it came.
+        if self.wire_model != self.teacher.model and body.get("model") == self.teacher.model:
             body = {**body, "model": self.wire_model}
         start = time.monotonic()
         deadline = start + self.teacher.max_wait_s

@@ -95,11 +95,9 @@ def build_tokenizer(texts: list[str], vocab_size: int, out: Path) -> Any:
 
 
 def load_tokenizer(cfg: Config, texts: list[str], out: Path, root: Path) -> tuple[Any, str]:
-    from transformers import AutoTokenizer
-
     t = cfg.sft.tokenizer
     if t.path:
-        tok = AutoTokenizer.from_pretrained(models.resolve_with(t.path, cfg.train.python, root))
+        tok = models.tokenizer(t.path, cfg.train.python, root)
         if not tok.chat_template:
             raise ValueError(f"sft.tokenizer.path {t.path!r} has no chat template")
         return tok, t.path
