@@ -21,6 +21,7 @@ from litecoder.config import BaseImage
 from litecoder.io import tail
 from litecoder.sandbox import (
     LABEL,
+    PROJECT_LABEL,
     BuildLimits,
     SandboxError,
     build_image,
@@ -74,6 +75,7 @@ def ensure(base: BaseImage, *, force: bool = False) -> str:
     client = docker_client()
     h = config_hash(base)
     lab = {**image_labels("base-image", None, "base-image"), f"{LABEL}.base.hash": h}
+    lab.pop(PROJECT_LABEL)  # one base image serves every project
     have = labels_of_image(client, base.name)
     if (
         have is not None

@@ -5,7 +5,7 @@
                                                                app (multirun: one dir per job)
     litecoder params [-o params.yaml] [OVERRIDE ...]           compose conf/ the way DVC does
     litecoder base-image [--params F | OVERRIDE ...] [--force] build/pull the environments' base
-    litecoder clean [--images]                                 remove litecoder's containers
+    litecoder clean [--images] [--all-projects]                remove this project's containers
                                                                (--images: task images too)
     litecoder compare SWEEP_DIR | RUN_DIR ...                  sweep members side by side
     litecoder dvc-yaml [--check]                               dvc.yaml from the stage specs
@@ -179,20 +179,35 @@ def _base_image_main(argv: list[str]) -> int:
 
 
 def _clean_main(argv: list[str]) -> int:
-    from litecoder.sandbox import docker_client, remove_labelled
+    from litecoder.sandbox import LABEL, docker_client, remove_labelled
 
     p = argparse.ArgumentParser(
         prog="litecoder clean",
-        description="remove what litecoder made in Docker (its label), and nothing else",
+        description="remove what litecoder made in Docker (its label), and nothing else: by "
+        "default only what this project (the working directory) made",
     )
     p.add_argument("--images", action="store_true", help="also remove task and trial images")
     p.add_argument("--base-image", action="store_true", help="also remove the base image")
+    p.add_argument(
+        "--all-projects",
+        action="store_true",
+        help="what every project on this Docker host made (and what carries no project label)",
+    )
     a = p.parse_args(argv)
-    removed = remove_labelled(docker_client(), images=a.images, base_images=a.base_image)
+    client = docker_client()
+    removed = remove_labelled(
+        client,
+        project=None if a.all_projects else str(Path.cwd().resolve()),
+        images=a.images,
+        base_images=a.base_image,
+    )
     print(
         f"removed {removed['containers']} container(s), {removed['networks']} network(s), "
         f"{removed['volumes']} volume(s), {removed['images']} image(s)"
     )
+    others = len(client.containers.list(all=True, filters={"label": LABEL}))
+    if others and not a.all_projects:
+        print(f"{others} container(s) of other projects left (run there, or --all-projects)")
     return 0
 
 

@@ -20,6 +20,7 @@ from litecoder.io import StageError, read_model, read_records
 from litecoder.llm import EndpointError, Limit, LLMClient, ResponseCache, UsageBook, open_cache
 from litecoder.llm.usage import add_to_ledger, read_ledger
 from litecoder.pipeline import Paths, producer
+from litecoder.sandbox.engine import set_project
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def usage_book(cfg: Config, ledger: Path) -> UsageBook:
 def stage_context(
     cfg: Config, root: Path, workdir: Path, stage: str = "stage"
 ) -> Iterator[StageContext]:
+    set_project(root)  # the label on everything this stage makes in Docker
     cache = open_cache(cache_dir(cfg, root))
     paths = Paths(workdir, cfg)
     usage = usage_book(cfg, paths.ledger)

@@ -26,6 +26,29 @@ def pytest_configure() -> None:
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests on the smoke run's outputs run in a pytest process of their own (scripts/test.sh).
+    for item in items:
+        if "smoke" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.smoke)
+
+
+# What Docker objects this pytest process made: everything litecoder makes carries its project
+# root (litecoder.project); in-process it is this session's base temp dir, and every project a
+# test runs a stage in lives under it. The leftover checks look only there, so two pytest
+# processes can run Docker tests side by side.
+_BASETEMP: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _docker_project(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from litecoder.sandbox import set_project
+
+    base = tmp_path_factory.getbasetemp().resolve()
+    _BASETEMP[:] = [str(base)]
+    set_project(base)
+
+
 @pytest.fixture(scope="session")
 def stand_in() -> Iterator[StandIn]:
     with StandIn() as s:
@@ -113,10 +136,21 @@ def docker_ok() -> bool:
 
 
 def litecoder_leftovers() -> dict[str, list[str]]:
-    """Containers and dangling images labelled by litecoder (kept task/base images excluded)."""
-    from litecoder.sandbox.engine import IMAGE_LABEL, LABEL, docker_client
+    """Containers and dangling images labelled by litecoder (kept task/base images excluded),
+    of the projects of this pytest process (see `_docker_project`)."""
+    from litecoder.sandbox.engine import IMAGE_LABEL, LABEL, PROJECT_LABEL, docker_client
+
+    def ours(obj: object) -> bool:
+        project = (getattr(obj, "labels", None) or {}).get(PROJECT_LABEL, "")
+        return any(project == b or project.startswith(b + "/") for b in _BASETEMP)
 
     client = docker_client()
-    containers = [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
-    dangling = [i.id for i in client.images.list(filters={"dangling": True, "label": IMAGE_LABEL})]
+    containers = [
+        c.name for c in client.containers.list(all=True, filters={"label": LABEL}) if ours(c)
+    ]
+    dangling = [
+        i.id
+        for i in client.images.list(filters={"dangling": True, "label": IMAGE_LABEL})
+        if ours(i)
+    ]
     return {"containers": containers, "dangling_images": dangling}

@@ -7,11 +7,13 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from litecoder.sandbox import (
+    PROJECT_LABEL,
     DockerUnavailable,
     Limits,
     Sandbox,
@@ -20,6 +22,7 @@ from litecoder.sandbox import (
     image_labels,
     labels,
     remove_labelled,
+    set_project,
 )
 from tests.conftest import REPO, run
 
@@ -169,12 +172,25 @@ def test_docker_missing_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert r.stderr.strip().splitlines()[-1].startswith("error: Docker is not available")
 
 
-def test_clean_removes_leftovers() -> None:
+@pytest.fixture
+def own_project(tmp_path: Path) -> Iterator[Path]:
+    """A project of this test's own: `litecoder clean` (run in it) sees only what it made."""
+    from litecoder.sandbox.engine import project
+
+    before = Path(project())
+    set_project(tmp_path)
+    try:
+        yield tmp_path.resolve()
+    finally:
+        set_project(before)
+
+
+def test_clean_removes_leftovers(own_project: Path) -> None:
     s = sandbox()
     s.start()  # never closed: what a SIGKILLed stage leaves behind
     name = s.container.name
-    r = run(["litecoder", "clean"], REPO)
-    assert "removed" in r.stdout
+    r = run(["litecoder", "clean"], own_project)
+    assert "removed 1 container(s)" in r.stdout
     names = [c.name for c in docker_client().containers.list(all=True)]
     assert name not in names
     assert os.environ.get("PATH")
@@ -198,7 +214,8 @@ def test_reap_removes_only_the_jobs_trial_containers(tmp_path: Path) -> None:
                 c.remove(force=True)
 
 
-def test_clean_removes_what_litecoder_made_and_nothing_else(tmp_path: Path) -> None:
+def test_clean_removes_what_litecoder_made_and_nothing_else(own_project: Path) -> None:
+    tmp_path = own_project
     client = docker_client()
     run_id = "test-clean-own"
     (tmp_path / "Dockerfile").write_text(f"FROM {BASE}\nRUN true\n")
@@ -209,9 +226,17 @@ def test_clean_removes_what_litecoder_made_and_nothing_else(tmp_path: Path) -> N
     net = client.networks.create("litecoder-test-net", labels=labels(run_id, None, "trial"))
     vol = client.volumes.create("litecoder-test-vol", labels=labels(run_id, None, "trial"))
     foreign = client.containers.create(BASE, "true", labels={"other": "1"})
+    # litecoder's, of another project on this Docker host: only --all-projects removes it.
+    elsewhere = client.containers.create(
+        BASE, "true", labels={**labels(run_id, None, "trial"), PROJECT_LABEL: "/elsewhere"}
+    )
     try:
-        r = run(["litecoder", "clean", "--images"], REPO)
+        r = run(["litecoder", "clean", "--images"], own_project)
         assert "network(s)" in r.stdout and "volume(s)" in r.stdout
+        assert elsewhere.id in {c.id for c in client.containers.list(all=True)}
+        # --all-projects would also remove other test processes' containers: the same call
+        # in-process, narrowed to that other project.
+        assert remove_labelled(client, project="/elsewhere")["containers"] == 1
         names = {t for i in client.images.list() for t in i.tags}
         assert "litecoder-test/own:1" not in names and "not-litecoder/foreign:1" in names
         assert BASE in names  # the base image goes only with --base-image
@@ -219,7 +244,7 @@ def test_clean_removes_what_litecoder_made_and_nothing_else(tmp_path: Path) -> N
         assert "litecoder-test-vol" not in {v.name for v in client.volumes.list()}
         assert foreign.id in {c.id for c in client.containers.list(all=True)}
     finally:
-        for thing in (foreign, net, vol):
+        for thing in (foreign, elsewhere, net, vol):
             with contextlib.suppress(Exception):
                 thing.remove(force=True) if thing is not net else thing.remove()
         with contextlib.suppress(Exception):

@@ -113,27 +113,66 @@ def test_three_formats_read_back_to_the_same_commands(smoke: Path, tmp_path: Pat
         assert len(load_dataset("json", data_files=str(path))["train"]) == len(recs)
 
 
+def test_split_record_cuts_at_turn_boundaries(tmp_path: Path) -> None:
+    """A record longer than the limit becomes pieces that each fit, each keep the task prompt,
+    end with an assistant turn and (after the first) carry the last screen; no turn is lost."""
+    from litecoder.stages.sft import build_tokenizer, n_tokens, split_record
+
+    msgs: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are a terminal agent."},
+        {"role": "user", "content": "Task: fix the build in /app."},
+    ]
+    for i in range(8):
+        msgs.append({"role": "assistant", "content": f"step {i}: run make -C /app target{i} " * 6})
+        msgs.append({"role": "user", "content": f"screen {i}: make output line {i} " * 12})
+    record = {"messages": msgs}
+    tok = build_tokenizer([m["content"] for m in msgs], 512, tmp_path / "tok")
+    full = n_tokens(tok, record)
+    limit = full // 2
+    pieces = split_record(record, tok, limit)
+    assert len(pieces) >= 2
+    asst = [m["content"] for p in pieces for m in p["messages"] if m["role"] == "assistant"]
+    assert asst == [m["content"] for m in msgs if m["role"] == "assistant"]
+    for k, p in enumerate(pieces):
+        assert n_tokens(tok, p) <= limit and p["messages"][-1]["role"] == "assistant"
+        assert p["messages"][0] == msgs[0]
+        assert p["messages"][1]["content"].startswith(msgs[1]["content"])
+        assert ("(continued)" in p["messages"][1]["content"]) == (k > 0)
+    # One turn alone over the limit: nothing fits, the caller drops the record.
+    assert split_record(record, tok, n_tokens(tok, {"messages": msgs[:3]}) - 1) == []
+
+
 def test_length_policy_splits_or_drops(smoke: Path, tmp_path: Path) -> None:
     from litecoder.context import stage_context
     from litecoder.stages import sft
 
     work = tmp_path / "w"
     shutil.copytree(smoke / "data/trajectories", work / "data/trajectories")
-    for policy in ("split", "drop"):
-        cfg = compose_cfg("sft.max_seq_len=1400", f"sft.overlength={policy}")
-        with stage_context(cfg, work, work) as ctx:
+
+    def build(*overrides: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        with stage_context(compose_cfg(*overrides), work, work) as ctx:
             m = sft.run(ctx)
-        rows = read_jsonl(work / "data/sft/train.jsonl")
-        assert all(r["tokens"] <= 1400 for r in rows)
+        return m, read_jsonl(work / "data/sft/train.jsonl")
+
+    # The limit comes from the data (how long the smoke run's trajectories are varies): just
+    # under the longest one, so at least one trajectory is over it.
+    m, rows = build("sft.max_seq_len=1000000")
+    assert m["split_trajectories"] == m["dropped_overlength"] == 0 and rows
+    limit = max(r["tokens"] for r in rows) - 1
+    over = sum(r["tokens"] > limit for r in rows)
+    for policy in ("split", "drop"):
+        m, rows = build(f"sft.max_seq_len={limit}", f"sft.overlength={policy}")
+        assert all(r["tokens"] <= limit for r in rows)
+        assert m["split_trajectories"] + m["dropped_overlength"] == over
         if policy == "split":
-            assert (
-                m["split_trajectories"] > 0
-                and len(rows) > m["trajectories"] - m["dropped_overlength"]
-            )
-            parts = [r for r in rows if r["part"] > 0]
-            assert parts and "(continued)" in json.dumps(parts[0]["messages"][:2])
+            split = {r["trial"] for r in rows if r["part"] > 0}
+            assert len(split) == m["split_trajectories"]
+            assert len({r["trial"] for r in rows}) == m["trajectories"] - m["dropped_overlength"]
+            for r in rows:
+                if r["part"] > 0:
+                    assert "(continued)" in json.dumps(r["messages"][:2])
         else:
-            assert m["dropped_overlength"] == m["trajectories"] - len(rows) > 0
+            assert m["dropped_overlength"] == over == m["trajectories"] - len(rows)
 
 
 def test_external_sft_datasets_merge_with_provenance(smoke: Path, tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ def test_each_defect_is_reported(tmp_path: Path) -> None:
 @pytest.mark.docker
 def test_the_smoke_environments_pass_every_check(smoke: Path, tmp_path: Path) -> None:
     envs = smoke / "data/envs"
-    r = run(["litecoder", "validate", str(envs), "--json"], REPO)
+    r = run(["litecoder", "validate", str(envs), "--json"], tmp_path)
     reports = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(reports) >= 5 and all(x["ok"] and not x["findings"] for x in reports), reports
     # The expensive checks, on one of them.
@@ -105,7 +105,7 @@ def test_the_smoke_environments_pass_every_check(smoke: Path, tmp_path: Path) ->
     shutil.copytree(one, tmp_path / one.name)
     r = run(
         ["litecoder", "validate", str(tmp_path / one.name), "--build", "--start-state", "--oracle"],
-        REPO,
+        tmp_path,
         timeout=1200,
     )
     assert "1 of 1 task(s) pass" in r.stdout

@@ -18,6 +18,7 @@ from litecoder.sandbox.container import ExecResult, Limits, Sandbox
 from litecoder.sandbox.engine import (
     CAPS,
     LABEL,
+    PROJECT_LABEL,
     BuildError,
     DiskQuotaUnsupported,
     DockerUnavailable,
@@ -30,12 +31,14 @@ from litecoder.sandbox.engine import (
     remove_labelled,
     remove_orphans,
     require_disk_quota,
+    set_project,
 )
 from litecoder.sandbox.untrusted import Refusal, extract_archive, sanitize_tree
 
 __all__ = [
     "CAPS",
     "LABEL",
+    "PROJECT_LABEL",
     "BuildError",
     "BuildLimits",
     "DiskQuotaUnsupported",
@@ -60,4 +63,5 @@ __all__ = [
     "remove_orphans",
     "require_disk_quota",
     "sanitize_tree",
+    "set_project",
 ]

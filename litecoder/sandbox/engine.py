@@ -3,10 +3,12 @@ disk-quota check.
 
 Everything litecoder creates carries its labels, set on purpose: containers, networks and
 volumes (Harbor's trial containers too, through litecoder's compose file) the `litecoder`
-label, images the `litecoder.image` label, each with `litecoder.run` and `litecoder.kind`.
-Images never carry `litecoder` itself: a container inherits its image's labels, and one that
-someone else starts from a litecoder image is not litecoder's. `litecoder clean` removes
-exactly what carries them.
+label, images the `litecoder.image` label, each with `litecoder.run`, `litecoder.kind` and
+`litecoder.project` (the project root that made it; not on the shared base image). Images never
+carry `litecoder` itself: a container inherits its image's labels, and one that someone else
+starts from a litecoder image is not litecoder's. `litecoder clean` removes exactly what carries
+them, for one project unless told otherwise: two experiments on one Docker host do not remove
+each other's running containers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 LABEL = "litecoder"  # containers, networks, volumes
 IMAGE_LABEL = "litecoder.image"  # images (value: the kind)
+PROJECT_LABEL = "litecoder.project"  # the project root, on both
 # The capabilities a root shell needs for file work, users and its own processes (and binding
 # low ports inside its own network namespace). Everything else stays dropped: SYS_ADMIN
 # (mount), MKNOD (device nodes), NET_RAW, SYS_CHROOT, SETFCAP, SYS_PTRACE, AUDIT_WRITE, ...
@@ -75,10 +78,23 @@ def docker_client(timeout: int = 600) -> Any:
         raise DockerUnavailable(f"Docker is not available: {msg}") from None
 
 
+_project: str | None = None
+
+
+def set_project(root: Path) -> None:
+    """The project root this process works for (a stage sets it; by default the working dir)."""
+    global _project
+    _project = str(root.resolve())
+
+
+def project() -> str:
+    return _project or str(Path.cwd().resolve())
+
+
 def labels(run: str, task: str | None, kind: str, *, owner: bool = False) -> dict[str, str]:
     """litecoder's labels of a container, network or volume; `owner` adds this process and
     host (orphans of a killed run are found by them)."""
-    out = {LABEL: "1", f"{LABEL}.run": run, f"{LABEL}.kind": kind}
+    out = {LABEL: "1", f"{LABEL}.run": run, f"{LABEL}.kind": kind, PROJECT_LABEL: project()}
     if task:
         out[f"{LABEL}.task"] = task
     if owner:
@@ -89,7 +105,7 @@ def labels(run: str, task: str | None, kind: str, *, owner: bool = False) -> dic
 
 def image_labels(run: str, task: str | None, kind: str) -> dict[str, str]:
     """litecoder's labels of an image it builds (no `litecoder` key: see the module doc)."""
-    out = {IMAGE_LABEL: kind, f"{LABEL}.run": run, f"{LABEL}.kind": kind}
+    out = {IMAGE_LABEL: kind, f"{LABEL}.run": run, f"{LABEL}.kind": kind, PROJECT_LABEL: project()}
     if task:
         out[f"{LABEL}.task"] = task
     return out
@@ -215,14 +231,17 @@ def remove_labelled(
     client: Any,
     *,
     run: str | None = None,
+    project: str | None = None,
     images: bool = False,
     base_images: bool = False,
 ) -> dict[str, int]:
     """Remove what litecoder made: containers, networks and volumes carrying its label, images
     built for a run; with `images` also kept task and trial images, with `base_images` the base
-    image too. `litecoder clean`."""
-    flt = [LABEL, f"{LABEL}.run={run}"] if run else [LABEL]
-    img_flt = [IMAGE_LABEL, f"{LABEL}.run={run}"] if run else [IMAGE_LABEL]
+    image too (it belongs to no project). `run` or `project` narrow it down. `litecoder clean`."""
+    scope = [f"{LABEL}.run={run}"] if run else []
+    scope += [f"{PROJECT_LABEL}={project}"] if project else []
+    flt = [LABEL, *scope]
+    img_flt = [IMAGE_LABEL, *scope]
     removed = {"containers": 0, "networks": 0, "volumes": 0, "images": 0}
     for c in client.containers.list(all=True, filters={"label": flt}):
         with contextlib.suppress(Exception):
@@ -236,7 +255,10 @@ def remove_labelled(
         with contextlib.suppress(Exception):
             v.remove(force=True)
             removed["volumes"] += 1
-    for img in client.images.list(filters={"label": img_flt}):
+    imgs = client.images.list(filters={"label": img_flt})
+    if base_images and project:  # the base image carries no project label
+        imgs += client.images.list(filters={"label": [f"{IMAGE_LABEL}=base-image"]})
+    for img in imgs:
         kind = (img.labels or {}).get(IMAGE_LABEL)
         if kind == "base-image" and not base_images:
             continue
@@ -249,7 +271,7 @@ def remove_labelled(
     # run) are never useful. Safe while other builds run: the label is set on a build's final
     # image only, which is tagged as it is made; intermediate layers carry no label.
     with contextlib.suppress(Exception):
-        pruned = client.images.prune(filters={"dangling": True, "label": IMAGE_LABEL})
+        pruned = client.images.prune(filters={"dangling": True, "label": img_flt})
         removed["images"] += len(pruned.get("ImagesDeleted") or [])
     return removed
 
