@@ -84,6 +84,17 @@ def test_fork_bomb_is_contained_and_others_are_unharmed() -> None:
     assert subprocess.run(["true"]).returncode == 0
 
 
+def test_read_file_takes_regular_files_only() -> None:
+    with sandbox() as s:
+        s.exec("mkdir -p /logs && echo 1 > /logs/r.txt && ln -s /etc/passwd /logs/link"
+               " && head -c 5000 /dev/zero > /logs/big")  # fmt: skip
+        assert s.read_file("/logs/r.txt") == b"1\n"
+        assert s.read_file("/logs/missing") is None
+        assert s.read_file("/logs/link") is None  # a link is not followed
+        assert s.read_file("/logs/big", max_bytes=4096) is None
+        assert s.read_file("/logs") is None  # a directory
+
+
 def test_output_is_truncated() -> None:
     with sandbox(output_chars=1000) as s:
         r = s.exec("seq 1 100000")

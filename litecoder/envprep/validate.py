@@ -93,11 +93,13 @@ async def in_image(
             sb.exec, "bash /tests/test.sh", t.verifier_timeout_sec, t.workdir
         )
         log_text += r.output[-1500:]
-        reward = await asyncio.to_thread(sb.exec, "cat /logs/verifier/reward.txt")
+        raw = await asyncio.to_thread(sb.read_file, "/logs/verifier/reward.txt", 4096)
         try:
-            return float(reward.output.strip()), log_text
+            return float((raw or b"").decode(errors="replace").strip()), log_text
         except ValueError:
-            return None, log_text + "\n(no /logs/verifier/reward.txt)"
+            why = r.violation or f"test.sh exit {r.exit_code}"
+            got = "missing or not a regular file" if raw is None else repr(raw[:100])
+            return None, log_text + f"\n(/logs/verifier/reward.txt: {got}; {why})"
     finally:
         await asyncio.to_thread(sb.close)
 

@@ -193,7 +193,8 @@ def expensive(
                              labels("validate", r.path.name, "check")) as sb:  # fmt: skip
                     sb.put_dir(staged / "tests", "/tests")
                     sb.exec("bash /tests/test.sh")
-                    reward = sb.exec("cat /logs/verifier/reward.txt").output.strip()
+                    raw = sb.read_file("/logs/verifier/reward.txt", 4096)
+                reward = (raw or b"").decode(errors="replace").strip()
                 if reward not in ("0", "0.0"):
                     r.add(
                         "start_state",

@@ -342,5 +342,30 @@ class Sandbox:
         stream, _ = self.container.get_archive(path)
         return stream
 
+    def read_file(self, path: str, max_bytes: int = 1 << 20) -> bytes | None:
+        """A regular file's content, read through the engine's archive API, not a command's
+        output: on a loaded engine the output of a command that ends at once can come back
+        empty. None when `path` is missing, not a regular file (a link is not followed), or
+        larger than `max_bytes`."""
+        from docker.errors import NotFound
+
+        try:
+            stream, stat = self.container.get_archive(path)
+        except NotFound:
+            return None
+        if int(stat.get("size", 0)) > max_bytes:
+            return None
+        buf = bytearray()
+        for chunk in stream:  # the tar of one small file: its size was checked above
+            buf += chunk
+            if len(buf) > max_bytes + (1 << 16):
+                return None
+        with tarfile.open(fileobj=io.BytesIO(bytes(buf))) as tar:
+            member = tar.next()
+            if member is None or not member.isfile() or member.size > max_bytes:
+                return None
+            f = tar.extractfile(member)
+            return f.read(max_bytes) if f else None
+
     def diff(self) -> list[dict[str, Any]]:
         return self.container.diff() or []
