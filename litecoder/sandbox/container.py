@@ -20,7 +20,7 @@ import tarfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -51,6 +51,39 @@ class Limits:
     # Writable disk space (a hard quota on top of the image); None: no cap.
     disk_mb: int | None = 2048
     capabilities: tuple[str, ...] = tuple(CAPS)
+
+
+def exec_output(api: Any, exec_id: str) -> Iterator[bytes]:
+    """Start an exec and yield its output (stdout and stderr, as it comes).
+
+    docker-py's `exec_start` reads the upgraded connection from the raw socket, under the
+    buffered reader the HTTP response was parsed with: output that arrived together with the
+    response headers sits in that buffer and is lost (docker/docker-py#2042). On a loaded engine
+    a command that ends at once then came back empty. This reads the buffered reader, frame by
+    frame (8-byte header: stream, 0, 0, 0, big-endian size)."""
+    res = api._post_json(
+        api._url("/exec/{0}/start", exec_id),
+        headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+        data={"Tty": False, "Detach": False},
+        stream=True,
+    )
+    try:
+        # No read timeout on the stream (a command may print nothing for a long time); the
+        # command's own timeout and the host-side deadline in `exec` end it.
+        api._disable_socket_timeout(api._get_raw_response_socket(res))
+        fp = res.raw._fp.fp
+        while True:
+            header = fp.read(8)
+            if len(header) < 8:
+                return
+            size = int.from_bytes(header[4:8], "big")
+            data = fp.read(size) if size else b""
+            if data:
+                yield data
+            if len(data) < size:
+                return
+    finally:
+        res.close()
 
 
 @dataclass
@@ -249,7 +282,7 @@ class Sandbox:
         def run() -> None:
             try:
                 ex = api.exec_create(self.container.id, wrapped, workdir=workdir or self.workdir)
-                for chunk in api.exec_start(ex["Id"], stream=True):
+                for chunk in exec_output(api, ex["Id"]):
                     out.feed(chunk)
                 result["code"] = api.exec_inspect(ex["Id"])["ExitCode"]
             except Exception as e:
