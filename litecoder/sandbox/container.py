@@ -376,10 +376,10 @@ class Sandbox:
         return stream
 
     def read_file(self, path: str, max_bytes: int = 1 << 20) -> bytes | None:
-        """A regular file's content, read through the engine's archive API, not a command's
-        output: on a loaded engine the output of a command that ends at once can come back
-        empty. None when `path` is missing, not a regular file (a link is not followed), or
-        larger than `max_bytes`."""
+        """A regular file's content, read through the engine's archive API (no command runs
+        in the container, so nothing there can shape what comes back but the file itself).
+        None when `path` is missing, not a regular file (a link is not followed), or larger
+        than `max_bytes`."""
         from docker.errors import NotFound
 
         try:
