@@ -77,7 +77,9 @@ def test_garbage_fails_honestly_and_a_rerun_redoes_only_the_rest(tmp_path: Path)
         proxy.set(mode="garbage")
         start = time.monotonic()
         r = run(["dvc", "repro", "sample"], project, check=False)
-        assert r.returncode != 0 and time.monotonic() - start < 8 + 60
+        # Given up on its 8 s budget, not on the stage's default of minutes (the margin is
+        # for a loaded machine: only the budget is being checked).
+        assert r.returncode != 0 and time.monotonic() - start < 8 + 240
         line = next(ln for ln in r.stderr.splitlines() if ln.startswith("error: "))
         assert "7 of 14 records failed on the endpoint" in line
         assert "not an OpenAI response" in line and "Traceback" not in r.stderr
@@ -143,6 +145,7 @@ def test_an_unusable_endpoint_fails_in_seconds(
                 "tracking=disabled",
                 f"models.sample.base_url={url}",
                 "models.sample.api_key_env=LC_EP_KEY",
+                "models.sample.max_wait_s=3600",  # retrying would take an hour
             ],
             project,
             check=False,
@@ -150,7 +153,8 @@ def test_an_unusable_endpoint_fails_in_seconds(
         )
         took = time.monotonic() - start
     web.terminate()
-    assert r.returncode != 0 and took < 10 + 5  # (the CLI's own start-up on top)
+    # Not retried: a retry would wait out the hour's budget. The margin is for a loaded machine.
+    assert r.returncode != 0 and took < 300
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and expected in last, r.stderr[-500:]
     assert not (project / "data/tasks/sampled.jsonl").exists()

@@ -4,7 +4,6 @@ building to the provider and cut the network through Harbor's own policy."""
 
 from __future__ import annotations
 
-import time
 import tomllib
 from pathlib import Path
 
@@ -30,7 +29,6 @@ def test_cloud_environment_without_credentials_fails_before_any_trial(
     stage: str, env: str, says: str, tmp_path: Path
 ) -> None:
     project = make_project(tmp_path / "p", git=False)
-    start = time.monotonic()
     r = run(
         ["litecoder", stage, f"environment={env}", "environment.api_host=null",
          "tracking=disabled"],
@@ -39,7 +37,7 @@ def test_cloud_environment_without_credentials_fails_before_any_trial(
         env={k: "" for k in CREDENTIALS} | {"HOME": str(tmp_path)},  # no ~/.modal.toml either
     )  # fmt: skip
     last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 5 and time.monotonic() - start < 30, r.stderr[-2000:]
+    assert r.returncode == 5, r.stderr[-2000:]
     assert last.startswith(f"error: environment {env}: ") and says in last, last
     assert not (project / ".litecoder/rollout/jobs").exists()  # no trial was started
 

@@ -89,20 +89,20 @@ def test_retry_after_is_honoured() -> None:
         r = asyncio.run(_complete(teacher(api.base_url), usage))
         gap = api.times[1] - api.times[0]
     assert r.text == "x" and usage.retries == 1 and usage.requests == 2
-    assert gap >= 0.6 and time.monotonic() - start < 5
+    assert gap >= 0.6 and time.monotonic() - start < 60  # waited, but not a budget's worth
 
 
 def test_5xx_timeout_and_dropped_connection_are_retried() -> None:
     plan = {
         0: [("status", 502)],
-        1: [("sleep", 3), ("ok", "late")],
+        1: [("sleep", 8), ("ok", "late")],
         2: [("drop",)],
         3: [("empty",)],
         4: [("ok", "finally")],
     }
     usage = Usage()
     with ScriptedAPI(lambda n, body: plan[n]) as api:
-        r = asyncio.run(_complete(teacher(api.base_url, timeout_s=1), usage))
+        r = asyncio.run(_complete(teacher(api.base_url, timeout_s=4), usage))
     assert r.text == "finally"
     assert usage.retries == 4 and usage.requests == 5 and usage.errors == 0
 
@@ -114,10 +114,11 @@ def test_gives_up_when_its_time_budget_is_spent() -> None:
     with ScriptedAPI(lambda n, body: [("status", 503)]) as api:
         start = time.monotonic()
         with pytest.raises(LLMError, match=r"HTTP 503.*gave up after \d+s and \d+ tries") as err:
-            asyncio.run(_complete(teacher(api.base_url, max_wait_s=3), usage))
+            asyncio.run(_complete(teacher(api.base_url, max_wait_s=3, timeout_s=2), usage))
         took = time.monotonic() - start
         assert len(api.requests) >= 3
-    assert took < 3 + 2 and err.value.transient and "\n" not in str(err.value)
+    # The 3 s budget, not the 30 s default (with a margin for a loaded machine).
+    assert took < 3 + 20 and err.value.transient and "\n" not in str(err.value)
     assert usage.errors == 1
 
 
@@ -218,6 +219,7 @@ def test_preflight_names_the_cause_quickly(
     from litecoder.llm import EndpointError
 
     async def check(t: Teacher) -> None:
+        t = t.model_copy(update={"max_wait_s": 3600})  # retrying would take an hour
         async with LLMClient(t) as c:
             await c.preflight()
 
@@ -256,7 +258,7 @@ def test_preflight_names_the_cause_quickly(
         else:
             with ScriptedAPI(models=["other-model"]) as api:
                 asyncio.run(check(teacher(api.base_url, model="m")))
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 120  # not retried (a margin for a loaded machine)
 
 
 def test_client_errors_are_not_retried() -> None:
