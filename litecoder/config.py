@@ -517,8 +517,9 @@ class Train(Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     flash_attention: bool = False
     gradient_checkpointing: bool = False
+    device: Literal["gpu", "cpu"] = "gpu"
     launcher: Literal["python", "accelerate", "torchrun"] = "accelerate"
-    num_processes: int = Field(default=1, gt=0)
+    num_processes: int = Field(default=1, gt=0)  # per machine
     num_machines: int = Field(default=1, gt=0)
     deepspeed: str | None = None
     fsdp: dict[str, Any] | None = None
@@ -531,6 +532,13 @@ class Train(Strict):
             raise ValueError("base_model is missing (or give tiny_model to create one)")
         if self.deepspeed and self.fsdp:
             raise ValueError("deepspeed and fsdp cannot both be set")
+        if self.num_processes * self.num_machines > 1:
+            if self.launcher == "python":
+                raise ValueError("several processes need launcher: torchrun or accelerate")
+            if self.device == "cpu" and self.launcher != "torchrun":
+                raise ValueError("several processes on CPU run under launcher: torchrun")
+            if self.device == "cpu" and (self.deepspeed or self.fsdp):
+                raise ValueError("deepspeed and fsdp need GPUs (device: gpu)")
         return self
 
 

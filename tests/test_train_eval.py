@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from litecoder.config import compose, validate
+from litecoder.config import ConfigError, compose, validate
 from litecoder.io import read_jsonl
 from litecoder.stages.evaluate import harbor_job, pass_at_k
 from litecoder.stages.train import (
@@ -253,10 +253,36 @@ def test_sweep_compares_members_and_dvc_exp_lists_them(smoke: Path) -> None:
     assert read_jsonl(smoke / "data/sft/train.jsonl")
 
 
+@pytest.mark.cluster
+def test_two_processes_train_data_parallel_on_cpu(smoke: Path, tmp_path: Path) -> None:
+    """The multi-process path (torchrun rendezvous, Axolotl's trainer, data parallel) on CPU:
+    two gloo processes fine-tune the smoke student on the smoke run's SFT data. Each step takes
+    one row per process, the loss is logged by rank 0 only, one checkpoint is written."""
+    project = make_project(tmp_path / "p", git=False)
+    (project / "data/sft").mkdir(parents=True)
+    rows = read_jsonl(smoke / "data/sft/train.jsonl")
+    (project / "data/sft/train.jsonl").write_text((smoke / "data/sft/train.jsonl").read_text())
+    steps = 4
+    run(["litecoder", "train", "tracking=disabled", "train.launcher=torchrun",
+         "train.num_processes=2", f"train.max_steps={steps}"], project, timeout=2400)  # fmt: skip
+    out = project / "models/smoke"
+    log = (out / "train.log").read_text()
+    assert "[RANK:1]" in log  # the second process ran Axolotl's trainer too
+    logged = [ln for ln in log.splitlines() if ln.lstrip().startswith("{'loss'")]
+    assert len(logged) == steps, logged  # rank 0 only (two ranks would log each step twice)
+    m = json.loads((project / "metrics/train.json").read_text())
+    assert m["steps"] == steps and m["first_loss"] > 0 and m["final_loss"] > 0
+    # Data parallel, not two copies of one run: an epoch is ceil(rows / 2) steps, not rows.
+    first_epoch = float(logged[0].split("'epoch': '")[1].split("'")[0])
+    assert first_epoch == pytest.approx(1 / -(-len(rows) // 2), abs=1e-3), (first_epoch, len(rows))
+    assert len(list(out.glob("*.safetensors"))) == 1 and not list(out.glob("checkpoint-*"))
+    assert json.loads((project / "models/model.json").read_text())["checkpoint"] == "models/smoke"
+
+
 def test_multi_node_launch_is_rendered_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """The 30B recipe's launch on node 1 of 2 under Slurm: accelerate (or torchrun) arguments
     for 2 x 8 processes with the rendezvous the scheduler's environment gives."""
-    from litecoder.stages.train import launch_cmd
+    from litecoder.stages.train import launch_cmd, train_env
 
     monkeypatch.setenv("SLURM_NODEID", "1")
     monkeypatch.setenv("MASTER_ADDR", "node-a")
@@ -280,3 +306,18 @@ def test_multi_node_launch_is_rendered_from_config(monkeypatch: pytest.MonkeyPat
                        "--master_addr=node-a", "--master_port=29555"]  # fmt: skip
     # One process on one machine: no launcher arguments at all.
     assert launch_cmd(compose_cfg(), py, Path("/x.yaml"))[-1] == "python"
+    # Processes on CPU: the same torchrun rendezvous, around Axolotl's trainer fixed for CPU.
+    cpu = compose_cfg("train.launcher=torchrun", "train.num_processes=2", "train.num_machines=2")
+    cmd = launch_cmd(cpu, py, Path("/x.yaml"))
+    assert cmd[:3] == ["/venv/bin/python", "-m", "torch.distributed.run"]
+    assert cmd[3:8] == ["--nproc_per_node=2", "--nnodes=2", "--node_rank=1",
+                        "--master_addr=node-a", "--master_port=29555"]  # fmt: skip
+    assert cmd[-2:] == ["train-cpu", "/x.yaml"] and cmd[-3].endswith("train_env/helpers.py")
+    assert train_env(cpu, py, Path("/w"))["ACCELERATE_USE_CPU"] == "true"
+    assert "ACCELERATE_USE_CPU" not in train_env(compose_cfg(), py, Path("/w"))
+    for bad, says in [
+        (["train.num_processes=2"], "need launcher: torchrun or accelerate"),
+        (["train.num_processes=2", "train.launcher=accelerate"], "under launcher: torchrun"),
+    ]:
+        with pytest.raises(ConfigError, match=says):
+            compose_cfg(*bad)

@@ -199,7 +199,7 @@ def launch_cmd(cfg: Config, python: Path, yaml_path: Path) -> list[str]:
     environment (MACHINE_RANK or SLURM_NODEID, MASTER_ADDR, MASTER_PORT)."""
     t = cfg.train
     cmd = [str(python.parent / "axolotl"), "train", str(yaml_path), "--launcher", t.launcher]
-    if t.launcher == "python" or (t.num_processes == 1 and t.num_machines == 1):
+    if t.num_processes == 1 and t.num_machines == 1:
         return cmd
     rank = os.environ.get("MACHINE_RANK", os.environ.get("SLURM_NODEID", "0"))
     addr = os.environ.get("MASTER_ADDR", "127.0.0.1")
@@ -207,6 +207,9 @@ def launch_cmd(cfg: Config, python: Path, yaml_path: Path) -> list[str]:
     if t.launcher == "torchrun":
         extra = [f"--nproc_per_node={t.num_processes}", f"--nnodes={t.num_machines}"]
         extra += [f"--node_rank={rank}", f"--master_addr={addr}", f"--master_port={port}"]
+        if t.device == "cpu":  # the same torchrun, around Axolotl's trainer fixed for CPU
+            return [str(python), "-m", "torch.distributed.run", *extra, str(HELPERS),
+                    "train-cpu", str(yaml_path)]  # fmt: skip
     else:
         extra = ["--num_processes", str(t.num_processes * t.num_machines)]
         extra += ["--num_machines", str(t.num_machines)]
@@ -231,6 +234,9 @@ def train_env(cfg: Config, python: Path, workdir: Path) -> dict[str, str]:
         "WANDB_DIR": str(workdir),  # beside the stage runs of this run / sweep member
         "TOKENIZERS_PARALLELISM": "false",
     }
+    t = cfg.train
+    if t.device == "cpu" and t.num_processes * t.num_machines > 1:
+        env["ACCELERATE_USE_CPU"] = "true"  # data parallel on CPU (gloo), as `accelerate --cpu`
     base = cfg.train.base_model
     if base is None or models.parse(base):  # a local model: nothing to fetch
         env["HF_HUB_OFFLINE"] = "1"

@@ -3,11 +3,13 @@
     python helpers.py tiny-model --tokenizer DIR --out DIR --spec JSON
     python helpers.py validate --config axolotl.yaml [--config other.yaml ...]
     python helpers.py from-gguf --gguf FILE --out DIR
+    torchrun --nproc_per_node=N ... helpers.py train-cpu axolotl.yaml
 
 `tiny-model` creates a randomly initialised model (architecture and sizes from JSON) with the
 given tokenizer; `validate` applies Axolotl's own config validation and prints one line;
 `from-gguf` turns a GGUF file into an ordinary Hugging Face directory (fp32 safetensors, the
-tokenizer and the chat template from the GGUF metadata).
+tokenizer and the chat template from the GGUF metadata); `train-cpu` is `axolotl train` for
+several processes on CPU (see train_cpu).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 
 def tiny_model(tokenizer: str, out: str, spec: dict) -> None:
@@ -96,6 +99,39 @@ def validate(paths: list[str]) -> None:
     sys.exit(1 if bad else 0)
 
 
+def train_cpu(config: str) -> None:
+    """`axolotl train` for data-parallel processes on CPU (gloo), started by torchrun.
+
+    Axolotl 0.21 assumes that several processes mean several GPUs, in two places: with
+    WORLD_SIZE > 1 its P2P check calls torch.cuda.can_device_access_peer, which raises
+    RuntimeError (it catches only AssertionError) where no NVIDIA driver is loaded, and
+    normalize_config maps the model onto device LOCAL_RANK (a CUDA index). Both are
+    corrected here for CPU runs only; everything else is Axolotl's own code path. The caller
+    sets ACCELERATE_USE_CPU=true, so that accelerate/transformers take the processes for
+    MULTI_CPU data parallelism (gloo), not for independent single-process runs.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        sys.exit("train-cpu: a GPU is visible; run `axolotl train` instead")
+    import axolotl.cli.config as cli_config
+    import axolotl.utils.config as utils_config
+    import axolotl.utils.environment as environment
+
+    environment.check_cuda_p2p_support = lambda: True  # no CUDA peers, nothing to check
+    normalize = utils_config.normalize_config
+
+    def normalize_on_cpu(cfg: Any) -> None:
+        normalize(cfg)
+        cfg.device_map = {"": "cpu"}
+
+    utils_config.normalize_config = normalize_on_cpu
+    cli_config.normalize_config = normalize_on_cpu  # imported by name there
+    from axolotl.cli.train import do_cli
+
+    do_cli(config=config)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -108,11 +144,15 @@ def main() -> None:
     g.add_argument("--out", required=True)
     v = sub.add_parser("validate")
     v.add_argument("--config", required=True, action="append")
+    c = sub.add_parser("train-cpu")
+    c.add_argument("config")
     a = p.parse_args()
     if a.cmd == "tiny-model":
         tiny_model(a.tokenizer, a.out, json.loads(a.spec))
     elif a.cmd == "from-gguf":
         from_gguf(a.gguf, a.out)
+    elif a.cmd == "train-cpu":
+        train_cpu(a.config)
     else:
         validate(a.config)
 
