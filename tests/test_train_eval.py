@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -277,6 +279,34 @@ def test_two_processes_train_data_parallel_on_cpu(smoke: Path, tmp_path: Path) -
     assert first_epoch == pytest.approx(1 / -(-len(rows) // 2), abs=1e-3), (first_epoch, len(rows))
     assert len(list(out.glob("*.safetensors"))) == 1 and not list(out.glob("checkpoint-*"))
     assert json.loads((project / "models/model.json").read_text())["checkpoint"] == "models/smoke"
+
+
+@pytest.mark.cluster
+def test_a_timed_out_multi_process_run_leaves_no_worker(tmp_path: Path) -> None:
+    """At train.timeout_s the launcher is stopped and its workers with it (they run in
+    sessions of their own: a SIGKILL of torchrun alone would leave them training)."""
+    project = make_project(tmp_path / "p", git=False)
+    (project / "data/sft").mkdir(parents=True)
+    row = {"messages": [{"role": "user", "content": "ls"}, {"role": "assistant", "content": "ok"}]}
+    (project / "data/sft/train.jsonl").write_text(json.dumps(row) + "\n")
+    r = run(["litecoder", "train", "tracking=disabled", "train.launcher=torchrun",
+             "train.num_processes=2", "train.max_steps=100000", "train.timeout_s=45"], project,
+            check=False, timeout=900)  # fmt: skip
+    assert r.returncode != 0 and "timed out after 45s" in r.stderr, r.stderr[-2000:]
+
+    def workers() -> list[str]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if str(project) in cmd and "train-cpu" in cmd:
+                    found.append(cmd)
+        return found
+
+    deadline = time.monotonic() + 120
+    while workers() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not workers()
 
 
 def test_multi_node_launch_is_rendered_from_config(monkeypatch: pytest.MonkeyPatch) -> None:

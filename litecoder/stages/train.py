@@ -256,8 +256,14 @@ def run_axolotl(cfg: Config, python: Path, cmd: list[str], log_path: Path, workd
         try:
             code = proc.wait(cfg.train.timeout_s)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            # SIGTERM first: a launcher (torchrun, accelerate) stops its workers on it; its
+            # workers run in sessions of their own and would outlive a SIGKILL of the launcher.
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             raise TrainError(
                 f"axolotl train timed out after {cfg.train.timeout_s:.0f}s; log: {log_path}"
             ) from None
