@@ -15,7 +15,7 @@ from pathlib import Path
 
 from litecoder.config import Serve
 from litecoder.context import env_python
-from litecoder.harbor.runner import die_with_parent
+from litecoder.harbor.runner import die_with_parent, stop_process
 from litecoder.io import StageError, tail
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,4 @@ def serve(
         log.info("serving %s at %s (%s)", model, base, s.backend)
         yield base, (model if s.backend == "transformers" else SERVED_NAME)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 30)

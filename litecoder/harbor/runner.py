@@ -90,6 +90,20 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def stop_process(proc: subprocess.Popen[Any], grace_s: float = 60) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`. SIGTERM first: launchers (Harbor, torchrun,
+    accelerate) stop their own children on it, which run in sessions of their own and would
+    outlive a SIGKILL of the launcher."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 # --- the job ----------------------------------------------------------------------------------
 
 
@@ -459,13 +473,7 @@ def run_harbor(
                 if time.monotonic() - start > timeout_s:
                     raise StageError(f"harbor did not finish in {timeout_s:g}s")
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)
             if local:
                 reap(label)
             # Whatever Harbor copied out (finished or not), sanitized before anyone reads it.

@@ -27,7 +27,7 @@ import yaml
 from litecoder import models
 from litecoder.config import Config
 from litecoder.context import StageContext, env_python
-from litecoder.harbor.runner import die_with_parent
+from litecoder.harbor.runner import die_with_parent, stop_process
 from litecoder.io import StageError, write_json, write_text
 from litecoder.records import ModelInfo
 from litecoder.tracking import StageRun
@@ -256,14 +256,7 @@ def run_axolotl(cfg: Config, python: Path, cmd: list[str], log_path: Path, workd
         try:
             code = proc.wait(cfg.train.timeout_s)
         except subprocess.TimeoutExpired:
-            # SIGTERM first: a launcher (torchrun, accelerate) stops its workers on it; its
-            # workers run in sessions of their own and would outlive a SIGKILL of the launcher.
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)  # the launcher's workers with it
             raise TrainError(
                 f"axolotl train timed out after {cfg.train.timeout_s:.0f}s; log: {log_path}"
             ) from None
