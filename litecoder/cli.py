@@ -205,7 +205,7 @@ def _clean_main(argv: list[str]) -> int:
         f"removed {removed['containers']} container(s), {removed['networks']} network(s), "
         f"{removed['volumes']} volume(s), {removed['images']} image(s)"
     )
-    others = len(client.containers.list(all=True, filters={"label": LABEL}))
+    others = len(client.containers.list(all=True, ignore_removed=True, filters={"label": LABEL}))
     if others and not a.all_projects:
         print(f"{others} container(s) of other projects left (run there, or --all-projects)")
     return 0

@@ -146,7 +146,9 @@ def litecoder_leftovers() -> dict[str, list[str]]:
 
     client = docker_client()
     containers = [
-        c.name for c in client.containers.list(all=True, filters={"label": LABEL}) if ours(c)
+        c.name
+        for c in client.containers.list(all=True, ignore_removed=True, filters={"label": LABEL})
+        if ours(c)
     ]
     dangling = [
         i.id

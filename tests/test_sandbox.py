@@ -165,7 +165,9 @@ def test_build_failure_is_clear_and_leaves_nothing(tmp_path: Path) -> None:
         build_image(client, tmp_path, "litecoder-test/broken:1", lab, timeout_s=120)
     assert "building" in getattr(err.value, "log_tail", "")
     remove_labelled(client, run="test-build")
-    assert not client.containers.list(all=True, filters={"label": ["litecoder.run=test-build"]})
+    assert not client.containers.list(
+        all=True, ignore_removed=True, filters={"label": ["litecoder.run=test-build"]}
+    )
 
 
 def test_docker_missing_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,7 +204,7 @@ def test_clean_removes_leftovers(own_project: Path) -> None:
     name = s.container.name
     r = run(["litecoder", "clean"], own_project)
     assert "removed 1 container(s)" in r.stdout
-    names = [c.name for c in docker_client().containers.list(all=True)]
+    names = [c.name for c in docker_client().containers.list(all=True, ignore_removed=True)]
     assert name not in names
     assert os.environ.get("PATH")
 
@@ -216,7 +218,7 @@ def test_reap_removes_only_the_jobs_trial_containers(tmp_path: Path) -> None:
     other = client.containers.create(BASE, "sleep 60", labels=labels("other-job", "t", "trial"))
     try:
         assert reap(job) == 1
-        ids = {c.id for c in client.containers.list(all=True)}
+        ids = {c.id for c in client.containers.list(all=True, ignore_removed=True)}
         assert mine.id not in ids and other.id in ids
         assert reap(run_label(tmp_path / "missing")) == 0
     finally:
@@ -244,7 +246,7 @@ def test_clean_removes_what_litecoder_made_and_nothing_else(own_project: Path) -
     try:
         r = run(["litecoder", "clean", "--images"], own_project)
         assert "network(s)" in r.stdout and "volume(s)" in r.stdout
-        assert elsewhere.id in {c.id for c in client.containers.list(all=True)}
+        assert elsewhere.id in {c.id for c in client.containers.list(all=True, ignore_removed=True)}
         # --all-projects would also remove other test processes' containers: the same call
         # in-process, narrowed to that other project.
         assert remove_labelled(client, project="/elsewhere")["containers"] == 1
@@ -253,7 +255,7 @@ def test_clean_removes_what_litecoder_made_and_nothing_else(own_project: Path) -
         assert BASE in names  # the base image goes only with --base-image
         assert not client.networks.list(names=["litecoder-test-net"])
         assert "litecoder-test-vol" not in {v.name for v in client.volumes.list()}
-        assert foreign.id in {c.id for c in client.containers.list(all=True)}
+        assert foreign.id in {c.id for c in client.containers.list(all=True, ignore_removed=True)}
     finally:
         for thing in (foreign, elsewhere, net, vol):
             with contextlib.suppress(Exception):

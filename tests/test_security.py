@@ -83,7 +83,9 @@ def _task(root: Path) -> Path:
 def _inspect_while_running(label: str, found: dict[str, Any], stop: threading.Event) -> None:
     client = docker_client()
     while not stop.is_set() and not found:
-        for c in client.containers.list(filters={"label": f"litecoder.run={label}"}):
+        for c in client.containers.list(
+            ignore_removed=True, filters={"label": f"litecoder.run={label}"}
+        ):
             found.update(c.attrs)
             return
         time.sleep(0.2)
@@ -246,7 +248,7 @@ def _build_step_inspect(tmp_path: Path) -> dict[str, Any]:
     def watch() -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not found:
-            for c in client.containers.list(filters={"ancestor": base_id}):
+            for c in client.containers.list(ignore_removed=True, filters={"ancestor": base_id}):
                 if "sleep 8" in " ".join(c.attrs["Config"].get("Cmd") or []):
                     found.update(c.attrs)
                     return

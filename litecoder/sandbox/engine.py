@@ -243,7 +243,7 @@ def remove_labelled(
     flt = [LABEL, *scope]
     img_flt = [IMAGE_LABEL, *scope]
     removed = {"containers": 0, "networks": 0, "volumes": 0, "images": 0}
-    for c in client.containers.list(all=True, filters={"label": flt}):
+    for c in client.containers.list(all=True, ignore_removed=True, filters={"label": flt}):
         with contextlib.suppress(Exception):
             c.remove(force=True, v=True)
             removed["containers"] += 1
@@ -280,7 +280,7 @@ def remove_containers(client: Any, run: str) -> int:
     """Remove the containers (and networks, volumes) of one run; its images stay."""
     flt = [LABEL, f"{LABEL}.run={run}"]
     n = 0
-    for c in client.containers.list(all=True, filters={"label": flt}):
+    for c in client.containers.list(all=True, ignore_removed=True, filters={"label": flt}):
         with contextlib.suppress(Exception):
             c.remove(force=True, v=True)
             n += 1
@@ -300,7 +300,9 @@ def remove_orphans(client: Any) -> int:
 
     n = remove_killed_builds(client)
     host = socket.gethostname()
-    for c in client.containers.list(all=True, filters={"label": [f"{LABEL}.pid"]}):
+    for c in client.containers.list(
+        all=True, ignore_removed=True, filters={"label": [f"{LABEL}.pid"]}
+    ):
         lab = c.labels
         if lab.get(f"{LABEL}.host", host) != host:
             continue
