@@ -179,7 +179,7 @@ def _base_image_main(argv: list[str]) -> int:
 
 
 def _clean_main(argv: list[str]) -> int:
-    from litecoder.sandbox import LABEL, docker_client, remove_labelled
+    from litecoder.sandbox import LABEL, PROJECT_LABEL, docker_client, remove_labelled
 
     p = argparse.ArgumentParser(
         prog="litecoder clean",
@@ -195,9 +195,10 @@ def _clean_main(argv: list[str]) -> int:
     )
     a = p.parse_args(argv)
     client = docker_client()
+    here = str(Path.cwd().resolve())
     removed = remove_labelled(
         client,
-        project=None if a.all_projects else str(Path.cwd().resolve()),
+        project=None if a.all_projects else here,
         images=a.images,
         base_images=a.base_image,
     )
@@ -205,7 +206,8 @@ def _clean_main(argv: list[str]) -> int:
         f"removed {removed['containers']} container(s), {removed['networks']} network(s), "
         f"{removed['volumes']} volume(s), {removed['images']} image(s)"
     )
-    others = len(client.containers.list(all=True, ignore_removed=True, filters={"label": LABEL}))
+    left = client.containers.list(all=True, ignore_removed=True, filters={"label": LABEL})
+    others = sum(1 for c in left if c.labels.get(PROJECT_LABEL) != here)
     if others and not a.all_projects:
         print(f"{others} container(s) of other projects left (run there, or --all-projects)")
     return 0

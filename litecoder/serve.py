@@ -15,8 +15,8 @@ from pathlib import Path
 
 from litecoder.config import Serve
 from litecoder.context import env_python
-from litecoder.harbor.runner import die_with_parent, stop_process
 from litecoder.io import StageError, tail
+from litecoder.procs import die_with_parent, stop_process
 
 log = logging.getLogger(__name__)
 SERVED_NAME = "litecoder-eval"

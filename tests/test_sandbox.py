@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -246,6 +247,9 @@ def test_clean_removes_what_litecoder_made_and_nothing_else(own_project: Path) -
     try:
         r = run(["litecoder", "clean", "--images"], own_project)
         assert "network(s)" in r.stdout and "volume(s)" in r.stdout
+        # It says what it left: at least that one (other test processes may have more).
+        left = re.search(r"(\d+) container\(s\) of other projects left", r.stdout)
+        assert left and int(left.group(1)) >= 1, r.stdout
         assert elsewhere.id in {c.id for c in client.containers.list(all=True, ignore_removed=True)}
         # --all-projects would also remove other test processes' containers: the same call
         # in-process, narrowed to that other project.

@@ -44,6 +44,7 @@ from litecoder.harbor.taskdir import (
 )
 from litecoder.io import StageError, write_json
 from litecoder.net import reachable
+from litecoder.procs import die_with_parent, stop_process
 from litecoder.sandbox import (
     LABEL,
     BuildLimits,
@@ -78,30 +79,6 @@ def harbor_bin() -> str:
     """The `harbor` CLI of this environment (beside the interpreter), else from PATH."""
     local = Path(sys.executable).parent / "harbor"
     return str(local) if local.exists() else (shutil.which("harbor") or "harbor")
-
-
-def die_with_parent() -> None:
-    """preexec_fn for child processes: SIGTERM them if litecoder dies (even by SIGKILL), so a
-    resumed run never races an orphan on the same job directory."""
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def stop_process(proc: subprocess.Popen[Any], grace_s: float = 60) -> None:
-    """SIGTERM, then SIGKILL after `grace_s`. SIGTERM first: launchers (Harbor, torchrun,
-    accelerate) stop their own children on it, which run in sessions of their own and would
-    outlive a SIGKILL of the launcher."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 # --- the job ----------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ import yaml
 from litecoder import models
 from litecoder.config import Config
 from litecoder.context import StageContext, env_python
-from litecoder.harbor.runner import die_with_parent, stop_process
 from litecoder.io import StageError, write_json, write_text
+from litecoder.procs import die_with_parent, stop_process
 from litecoder.records import ModelInfo
 from litecoder.tracking import StageRun
 

@@ -1,0 +1,32 @@
+"""Child processes litecoder starts (Harbor, model servers, training launchers): tied to
+litecoder's life, and stopped so that their own children stop too."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from typing import Any
+
+
+def die_with_parent() -> None:
+    """preexec_fn for child processes: SIGTERM them if litecoder dies (even by SIGKILL), so a
+    resumed run never races an orphan on the same job directory."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def stop_process(proc: subprocess.Popen[Any], grace_s: float = 60) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`. SIGTERM first: launchers (Harbor, torchrun,
+    accelerate) stop their own children on it, which run in sessions of their own and would
+    outlive a SIGKILL of the launcher."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
