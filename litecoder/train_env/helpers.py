@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -130,6 +131,10 @@ def train_cpu(config: str) -> None:
     from axolotl.cli.train import do_cli
 
     do_cli(config=config)
+    # One line per process that came through the trainer. Axolotl's own log lines do not
+    # reliably carry the rank (it was in some runs' lines, in others not), so they prove nothing.
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    print(f"train-cpu: rank {rank} of {world} finished", file=sys.stderr, flush=True)
 
 
 def main() -> None:
