@@ -110,7 +110,13 @@ def train_cpu(config: str) -> None:
     corrected here for CPU runs only; everything else is Axolotl's own code path. The caller
     sets ACCELERATE_USE_CPU=true, so that accelerate/transformers take the processes for
     MULTI_CPU data parallelism (gloo), not for independent single-process runs.
+
+    Each process writes one line when it starts and one when Axolotl's trainer has returned:
+    Axolotl's own log lines do not reliably carry the rank (some runs' lines had it, others
+    not), so they cannot tell which processes ran.
     """
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    print(f"train-cpu: rank {rank} of {world} started", file=sys.stderr, flush=True)
     import torch
 
     if torch.cuda.is_available():
@@ -131,9 +137,6 @@ def train_cpu(config: str) -> None:
     from axolotl.cli.train import do_cli
 
     do_cli(config=config)
-    # One line per process that came through the trainer. Axolotl's own log lines do not
-    # reliably carry the rank (it was in some runs' lines, in others not), so they prove nothing.
-    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
     print(f"train-cpu: rank {rank} of {world} finished", file=sys.stderr, flush=True)
 
 
