@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from litecoder.config import Capture
 from litecoder.sandbox import Refusal, Sandbox, extract_archive, sanitize_tree
-from litecoder.sandbox.untrusted import ArchiveTooLarge, Extracted, unsafe_name
+from litecoder.sandbox.untrusted import ArchiveTooLarge, Extracted, TooManyFiles, unsafe_name
 
 
 class CaptureTooLarge(Exception):
@@ -84,7 +84,10 @@ def capture_state(sandbox: Sandbox, cap: Capture, env_dir: Path) -> CaptureRepor
                 max_bytes=max(1, budget) * 2 + 2**20,  # tar headers and padding on top
                 skip=lambda p: excluded(p, cap),
                 result=res,
+                max_files=cap.max_files,
             )
+        except TooManyFiles:
+            raise CaptureTooLarge(f"starting state has more than {cap.max_files} entries") from None
         except ArchiveTooLarge:
             raise CaptureTooLarge(f"starting state is larger than {cap.max_bytes} bytes") from None
         budget -= res.bytes - before

@@ -15,6 +15,7 @@ import re
 import tempfile
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,16 @@ def build_image(
     labels: dict[str, str],
     timeout_s: float,
     limits: BuildLimits | None = None,
+    *,
+    dockerfile: str = "Dockerfile",
+    buildargs: dict[str, str] | None = None,
 ) -> str:
     """`docker build` of a directory (its Dockerfile), confined. Returns the image id."""
     from docker.errors import APIError
     from docker.errors import BuildError as DockerBuildError
 
     lim = limits or BuildLimits()
-    lines: list[str] = []
+    lines: deque[str] = deque(maxlen=200)  # a RUN step may print without end: keep a tail
     layers: list[str] = []  # image ids of the steps done: a failed build's leftovers
     # The same ids on disk, for whoever finds this process killed mid-build.
     ledger = LEDGER_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.layers"
@@ -67,6 +71,8 @@ def build_image(
     try:
         for chunk in client.api.build(
             path=str(context),
+            dockerfile=dockerfile,
+            buildargs=buildargs or None,
             tag=tag,
             labels=labels,
             rm=True,
@@ -77,28 +83,26 @@ def build_image(
             container_limits={"memory": memory, "memswap": memory, "cpushares": lim.cpu_shares},
         ):
             if "stream" in chunk:
-                lines.append(chunk["stream"])
+                lines.append(chunk["stream"][-4096:])
                 m = re.match(r"\s*---> ([0-9a-f]{12,})\s*$", chunk["stream"])
                 if m:
                     layers.append(m.group(1))
                     with ledger.open("a") as f:
                         f.write(m.group(1) + "\n")
             if "error" in chunk:
-                tail = "".join(lines[-30:]) + chunk["error"]
+                tail = _tail(lines) + chunk["error"]
                 raise BuildError(f"docker build failed: {chunk['error'].strip()}", tail)
             if time.monotonic() - start > timeout_s:
-                raise BuildError(
-                    f"docker build timed out after {timeout_s:.0f}s", "".join(lines[-30:])
-                )
+                raise BuildError(f"docker build timed out after {timeout_s:.0f}s", _tail(lines))
     except (APIError, DockerBuildError) as e:
         _remove_layers(client, layers)
-        raise BuildError(f"docker build failed: {one_line(e)}", "".join(lines[-30:])) from None
+        raise BuildError(f"docker build failed: {one_line(e)}", _tail(lines)) from None
     except BuildError:
         _remove_layers(client, layers)
         raise
     except Exception as e:  # a read timeout of the stream, a dropped connection
         _remove_layers(client, layers)
-        raise BuildError(f"docker build failed: {one_line(e)}", "".join(lines[-30:])) from None
+        raise BuildError(f"docker build failed: {one_line(e)}", _tail(lines)) from None
     finally:
         ledger.unlink(missing_ok=True)
     image_id = str(client.images.get(tag).id)
@@ -107,6 +111,10 @@ def build_image(
             if not client.images.get(before).tags:
                 client.images.remove(before, noprune=False)
     return image_id
+
+
+def _tail(lines: deque[str]) -> str:
+    return "".join(list(lines)[-30:])
 
 
 def _image_id(client: Any, name: str) -> str | None:
@@ -158,3 +166,52 @@ def pull_image(client: Any, name: str) -> str:
         return client.images.pull(name).id
     except Exception as e:
         raise SandboxError(f"cannot pull {name}: {one_line(e)}") from None
+
+
+_PRIVILEGED_CACHE: dict[str, dict[str, str]] = {}
+
+
+def _privileged(client: Any, image: str) -> dict[str, str]:
+    """path -> what is privileged about it, for every setuid/setgid file, device node and
+    file capability in an image (read from the engine's archive of a created, never started,
+    container: only the headers matter, the contents stream past)."""
+    import tarfile
+
+    from litecoder.sandbox.untrusted import _Stream
+
+    image_id = str(client.images.get(image).id)
+    if image_id in _PRIVILEGED_CACHE:
+        return _PRIVILEGED_CACHE[image_id]
+    found: dict[str, str] = {}
+    c = client.containers.create(image_id, ["true"], network_mode="none")
+    try:
+        stream, _ = c.get_archive("/")
+        reader = _Stream(stream, limit=1 << 62)  # an image's own size is bounded by the engine
+        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+            for m in tar:
+                path = "/" + m.name.lstrip("./")
+                what = []
+                if m.ischr() or m.isblk():
+                    what.append("device node")
+                if m.isfile() and m.mode & 0o6000:
+                    what.append(f"setuid/setgid file (mode {m.mode & 0o7777:o})")
+                if "SCHILY.xattr.security.capability" in m.pax_headers:
+                    what.append("file capability")
+                if what:
+                    found[path] = ", ".join(what)
+    finally:
+        with contextlib.suppress(Exception):
+            c.remove(force=True)
+    _PRIVILEGED_CACHE[image_id] = found
+    return found
+
+
+def privileged_entries(client: Any, image: str, base: str | None) -> list[str]:
+    """What privileged entries `image` has that `base` (its FROM, when on this engine) lacks:
+    "PATH: setuid/setgid file (mode 4755)", ... Harmless in litecoder's containers
+    (no-new-privileges, no MKNOD), reported for whoever runs the image elsewhere."""
+    mine = _privileged(client, image)
+    theirs: dict[str, str] = {}
+    if base is not None and image_exists(client, base):
+        theirs = _privileged(client, base)
+    return [f"{p}: {w}" for p, w in sorted(mine.items()) if theirs.get(p) != w]

@@ -51,6 +51,40 @@ class Limits:
     # Writable disk space (a hard quota on top of the image); None: no cap.
     disk_mb: int | None = 2048
     capabilities: tuple[str, ...] = tuple(CAPS)
+    log_max_mb: int = 10  # the engine's log of the container's own output
+
+
+def hardened(
+    *,
+    capabilities: tuple[str, ...] | list[str],
+    pids: int,
+    memory_mb: int,
+    cpus: float,
+    log_max_mb: int,
+    storage_size: str | None = None,
+) -> dict[str, Any]:
+    """The docker SDK arguments every container litecoder starts gets: unprivileged (only the
+    given capabilities, no-new-privileges), docker-init as PID 1, a pids limit, memory
+    without swap, CPUs, an optional hard disk quota, and a size cap on the engine's log of
+    its output (which lives outside the disk quota)."""
+    out: dict[str, Any] = {
+        "privileged": False,
+        "cap_drop": ["ALL"],
+        "cap_add": list(capabilities),
+        "security_opt": ["no-new-privileges"],
+        "init": True,
+        "pids_limit": pids,
+        "mem_limit": f"{memory_mb}m",
+        "memswap_limit": f"{memory_mb}m",
+        "nano_cpus": int(cpus * 1e9),
+        "log_config": {
+            "type": "json-file",
+            "config": {"max-size": f"{max(1, log_max_mb)}m", "max-file": "1"},
+        },
+    }
+    if storage_size:
+        out["storage_opt"] = {"size": storage_size}
+    return out
 
 
 def exec_output(api: Any, exec_id: str) -> Iterator[bytes]:
@@ -175,10 +209,10 @@ class Sandbox:
     def start(self) -> Sandbox:
         self.client = self.client or docker_client()
         lim = self.limits
-        extra: dict[str, Any] = {}
+        size = None
         if lim.disk_mb is not None:
             require_disk_quota(self.client, self.image)
-            extra["storage_opt"] = {"size": storage_size(self.client, self.image, lim.disk_mb)}
+            size = storage_size(self.client, self.image, lim.disk_mb)
         try:
             self.container = self.client.containers.run(
                 self.image,
@@ -186,16 +220,15 @@ class Sandbox:
                 detach=True,
                 labels=self.labels,
                 network_mode="bridge" if lim.network else "none",
-                nano_cpus=int(lim.cpus * 1e9),
-                mem_limit=f"{lim.memory_mb}m",
-                memswap_limit=f"{lim.memory_mb}m",
-                pids_limit=lim.pids,
-                cap_drop=["ALL"],
-                cap_add=list(lim.capabilities),
-                security_opt=["no-new-privileges"],
                 working_dir=self.workdir,
-                init=True,
-                **extra,
+                **hardened(
+                    capabilities=lim.capabilities,
+                    pids=lim.pids,
+                    memory_mb=lim.memory_mb,
+                    cpus=lim.cpus,
+                    log_max_mb=lim.log_max_mb,
+                    storage_size=size,
+                ),
             )
         except Exception as e:
             raise SandboxError(
@@ -316,7 +349,14 @@ class Sandbox:
         res.pids_exhausted = self._pids_max_events() > pids_before or (
             len(strays) >= self.limits.pids - 4
         )
-        res.disk_full = any(m in text for m in DISK_FULL_MARKERS) and self._disk_at_limit()
+        # With a quota the engine says whether the layer reached it, whatever the command
+        # printed (`dd ... 2>&1 | tail -2` hides the error); without one, the output is all
+        # there is.
+        res.disk_full = (
+            self._disk_at_limit()
+            if self.limits.disk_mb is not None
+            else any(m in text for m in DISK_FULL_MARKERS)
+        )
         self.container.reload()
         if strays or self.container.status != "running":
             res.stray_processes = len(strays)
@@ -324,9 +364,8 @@ class Sandbox:
         return res
 
     def _disk_at_limit(self) -> bool:
-        """Confirms from the engine that the writable layer reached its quota."""
-        if self.limits.disk_mb is None:
-            return True  # no quota: the engine's own disk is full
+        """Whether the engine reports the writable layer at its quota."""
+        assert self.limits.disk_mb is not None
         with contextlib.suppress(Exception):
             rows = self.client.api.containers(
                 all=True, size=True, filters={"id": self.container.id}

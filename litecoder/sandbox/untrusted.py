@@ -43,11 +43,16 @@ class Extracted:
 
     files: int = 0
     bytes: int = 0
+    entries: int = 0  # every archive member seen, written or not
     refused: list[Refusal] = field(default_factory=list)
     owners: dict[str, str] = field(default_factory=dict)  # container path -> "uid:gid"
 
 
 class ArchiveTooLarge(Exception):
+    pass
+
+
+class TooManyFiles(ArchiveTooLarge):
     pass
 
 
@@ -115,14 +120,19 @@ def extract_archive(
     max_bytes: int,
     skip: Callable[[str], bool] = lambda _: False,
     result: Extracted | None = None,
+    max_files: int | None = None,
 ) -> Extracted:
     """Extract a container archive of `parent/<name>` (what `docker cp` of that name gives)
-    under `root`, which stands for the container's `/`."""
+    under `root`, which stands for the container's `/`. More than `max_files` entries (over
+    every call sharing `result`) raise TooManyFiles."""
     res = result or Extracted()
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
     with tarfile.open(fileobj=_Stream(chunks, max_bytes), mode="r|") as tar:  # type: ignore[call-overload]
         for m in tar:
+            res.entries += 1
+            if max_files is not None and res.entries > max_files:
+                raise TooManyFiles(f"more than {max_files} entries")
             cpath = parent / m.name
             shown = str(cpath)
             why = unsafe_name(m.name) or (
@@ -262,3 +272,122 @@ def make_private(path: Path) -> None:
     reach until it has been sanitized."""
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
+
+
+# --- copy-out: what a trial hands back (logs, rewards, artifacts) ----------------------------
+
+
+@dataclass(frozen=True)
+class CopyCaps:
+    """Bounds on one copy out of a container."""
+
+    max_file_bytes: int = 64 * 2**20
+    max_total_bytes: int = 256 * 2**20
+    max_files: int = 10_000
+
+
+@dataclass
+class CopyOut:
+    files: int = 0
+    bytes: int = 0
+    refused: list[Refusal] = field(default_factory=list)
+    stopped: str | None = None  # why the copy ended early (what came before it was kept)
+
+
+def copy_out(
+    chunks: Iterable[bytes],
+    dest: Path,
+    *,
+    caps: CopyCaps,
+    strip: int = 1,
+    select: Callable[[str], bool] = lambda _: True,
+    file_cap: Callable[[str], int] | None = None,
+) -> CopyOut:
+    """Write a container archive under `dest`: regular files and directories only, never a
+    link, device, FIFO or socket, no privilege bits, each file and the whole copy size-capped
+    (from the member headers, before a byte is written: a sparse 1 TB file costs nothing to
+    refuse) and the number of entries capped. `strip` leading name components are dropped
+    (the archive of /logs/verifier names its members verifier/...); `select` picks members by
+    their stripped name; `file_cap` gives a smaller cap to some names (a reward file).
+
+    Skipping a member still means reading it off the stream, so the bytes read are bounded
+    too: past that the copy stops, keeping what came before."""
+    res = CopyOut()
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    read_budget = 2 * caps.max_total_bytes + 2**20
+    stream = _Stream(chunks, read_budget + 2**20)
+    entries = 0
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+            for m in tar:
+                entries += 1
+                parts = PurePosixPath(m.name).parts[strip:]
+                rel = "/".join(parts)
+                if entries > caps.max_files:
+                    res.stopped = f"more than {caps.max_files} entries"
+                    break
+                if stream.read_total + m.size > read_budget:
+                    # Skipping it means reading it: the copy ends here, what came before stays.
+                    over = f"{m.size} bytes: over the copy's bounds (nothing after it copied)"
+                    res.refused.append(Refusal(rel or m.name, over))
+                    res.stopped = f"{rel or m.name} is too large to pass"
+                    break
+                if not rel:
+                    continue
+                why = unsafe_name(m.name) or ("absolute name" if m.name.startswith("/") else None)
+                if why:
+                    res.refused.append(Refusal(m.name, why))
+                    continue
+                if not select(rel):
+                    continue
+                target = root / rel
+                if not _inside(root, target):
+                    res.refused.append(Refusal(rel, "would be written through a link"))
+                    continue
+                if m.isdir():
+                    if target.is_symlink() or (target.exists() and not target.is_dir()):
+                        target.unlink()
+                    target.mkdir(parents=True, exist_ok=True)
+                    os.chmod(target, (m.mode & 0o777) | 0o700)
+                    continue
+                if not m.isfile():
+                    kind = "link" if m.issym() or m.islnk() else "device, FIFO or socket"
+                    res.refused.append(Refusal(rel, f"{kind} not copied"))
+                    continue
+                cap = min(caps.max_file_bytes, file_cap(rel) if file_cap else caps.max_file_bytes)
+                if m.size > cap:
+                    res.refused.append(Refusal(rel, f"{m.size} bytes: over the {cap}-byte cap"))
+                    continue
+                if res.bytes + m.size > caps.max_total_bytes:
+                    res.refused.append(
+                        Refusal(rel, f"{m.size} bytes: the copy's {caps.max_total_bytes}-byte cap")
+                    )
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.is_symlink() or target.is_file():
+                    target.unlink()
+                elif target.is_dir():
+                    shutil.rmtree(target)
+                src = tar.extractfile(m)
+                assert src is not None
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    shutil.copyfileobj(src, f)
+                os.chmod(target, (m.mode & 0o777) | 0o600)
+                os.utime(target, (m.mtime, m.mtime), follow_symlinks=False)
+                if m.mode & PRIVILEGE_BITS:
+                    why = f"setuid/setgid bit dropped (mode {m.mode & 0o7777:o})"
+                    res.refused.append(Refusal(rel, why))
+                res.files += 1
+                res.bytes += m.size
+    except ArchiveTooLarge as e:
+        res.stopped = str(e)
+    except tarfile.TarError as e:
+        res.stopped = f"not a readable archive: {e}"
+    finally:
+        close = getattr(chunks, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                close()
+    return res
