@@ -270,6 +270,7 @@ def _gateway_main(argv: list[str]) -> int:
     p.add_argument("--params", type=Path)
     p.add_argument("--role", default="agent", help="the model role to serve (default: agent)")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--token", help="the bearer token clients must send (default: a new one)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     _setup_logging()
@@ -282,6 +283,9 @@ def _gateway_main(argv: list[str]) -> int:
             teacher, base_url=url, share_identical=False, served_as=served
         )
         with Gateway(make, port=a.port) as gw:
+            token = a.token or gw.issue_token("cli")
+            gw.tokens[token] = "cli"
+            print(f"TOKEN {token}", flush=True)  # clients send it as their API key
             print(f"READY {gw.base_url}", flush=True)
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -292,6 +296,8 @@ def _gateway_main(argv: list[str]) -> int:
 def _validate_main(argv: list[str]) -> int:
     """Check Harbor task dirs (litecoder's own or any other): a table, or JSON lines; exit 1
     when any task fails."""
+    import contextlib
+    import dataclasses
     import json
     import tempfile
     from concurrent.futures import ThreadPoolExecutor
@@ -311,6 +317,7 @@ def _validate_main(argv: list[str]) -> int:
     p.add_argument("--start-state", action="store_true", help="the tests fail on the start state")
     p.add_argument("--oracle", action="store_true", help="a Harbor trial of the oracle gives 1.0")
     p.add_argument("--allow-network", action="store_true", help="network needs are not errors")
+    p.add_argument("--work", type=Path, help="keep the staged copies and Harbor jobs here")
     a = p.parse_args(argv)
     _setup_logging()
     tasks = V.task_dirs(a.paths)
@@ -320,21 +327,21 @@ def _validate_main(argv: list[str]) -> int:
     with progress("validate", len(tasks)) as bar, ThreadPoolExecutor(8) as pool:
 
         def one(t: Path) -> V.TaskReport:
-            r = V.static(t, allow_network=a.allow_network, caps=tuple(sec.capabilities))
+            r = V.static(t, allow_network=a.allow_network)
             bar.advance()
             return r
 
         reports = list(pool.map(one, tasks))
     if a.build or a.start_state or a.oracle:
-        rsec = runner.Security(
-            capabilities=tuple(sec.capabilities),
-            trial_pids=sec.trial_pids,
-            disk_quota=sec.disk_quota,
-            build=BuildLimits(network=a.allow_network),
+        rsec = dataclasses.replace(
+            runner.Security.from_section(sec), build=BuildLimits(network=a.allow_network)
         )
-        with tempfile.TemporaryDirectory(prefix="litecoder-validate-") as tmp:
-            V.expensive(reports, Path(tmp), sec=rsec, build=True, start_state=a.start_state,
-                        oracle=a.oracle)  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            work = a.work or Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="litecoder-validate-"))
+            )
+            V.expensive(reports, work.resolve(), sec=rsec, build=True,
+                        start_state=a.start_state, oracle=a.oracle)  # fmt: skip
     if a.json:
         for r in reports:
             print(json.dumps(r.to_dict()))

@@ -247,6 +247,7 @@ class Capture(Strict):
     exclude: list[str] = Field(default_factory=list)
     exclude_names: list[str] = Field(default_factory=list)
     max_bytes: int = Field(default=50_000_000, gt=0)
+    max_files: int = Field(default=20_000, gt=0)
 
 
 class TaskToml(Strict):
@@ -628,6 +629,16 @@ class BuildSecurity(Strict):
     cpu_shares: int = Field(default=512, ge=2)  # relative weight (a container's default: 1024)
 
 
+class CopyOutLimits(Strict):
+    """What one copy out of a trial container may bring to the host (logs, rewards,
+    artifacts): regular files and directories only, within these bounds."""
+
+    max_file_mb: int = Field(default=64, ge=1)
+    max_total_mb: int = Field(default=256, ge=1)
+    max_files: int = Field(default=10_000, ge=1)
+    reward_max_kb: int = Field(default=64, ge=1)  # reward.txt / reward.json
+
+
 class Security(Strict):
     """What every container litecoder starts may do: envprep sandboxes, image builds and
     Harbor trials (README, Security)."""
@@ -643,6 +654,15 @@ class Security(Strict):
     trial_pids: int = Field(default=512, ge=32)
     # Memory of a trial whose task.toml names none (else the task's), always without swap.
     trial_memory_mb: int = Field(default=2048, ge=64)
+    # A task's sidecar services (its compose file): memory (no swap) and writable disk each.
+    sidecar_memory_mb: int = Field(default=1024, ge=64)
+    sidecar_disk_mb: int = Field(default=1024, ge=64)
+    # One trial command's output kept (its head and tail), and the engine's log of a container.
+    trial_output_kb: int = Field(default=4096, ge=16)
+    log_max_mb: int = Field(default=10, ge=1)
+    # Kill every process of a trial's container before its verifier runs (README, Security).
+    clean_before_verifier: bool = True
+    copy_out: CopyOutLimits = CopyOutLimits()
     build: BuildSecurity = BuildSecurity()
 
     @model_validator(mode="after")
@@ -715,6 +735,9 @@ class TrialEnvironment(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     n_concurrent: int | None = Field(default=None, ge=1)  # trials at once (None: the stage's)
     api_host: str | None = None  # the provider's API, probed before any trial (offline: fails)
+    # Host variables Harbor may see (a provider's credentials); Harbor gets nothing else of
+    # this process's environment.
+    pass_env: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _known(self) -> TrialEnvironment:

@@ -144,6 +144,7 @@ STAGES: dict[str, StageSpec] = {
             "evaluate",
             "litecoder/serve.py",
             "litecoder/harbor",
+            "litecoder/sandbox",
             reads=("models", "envs"),
             writes=("results",),
             params=("eval", "security", "environment"),

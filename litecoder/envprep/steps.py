@@ -6,8 +6,7 @@
              mode "dockerfile" (the later release): the agent writes environment/ itself
 3. solution  the agent writes solution/solve.sh, trying it on the starting state
 4. verifier  the agent writes tests/test_outputs.py (tests/test.sh runs it, writes the reward)
-5. config    task.toml from config (limits, timeouts, network) and the refine metadata, and
-             litecoder's own environment/docker-compose.yaml
+5. config    task.toml from config (limits, timeouts, network) and the refine metadata
 """
 
 from __future__ import annotations
@@ -142,19 +141,12 @@ async def verifier(
 
 
 def config(ep: EnvprepContext, task_dir: Path, metadata: dict[str, Any]) -> None:
-    """task.toml and the environment's compose file, both from config alone."""
-    t, sec = ep.cfg.envprep.task, ep.cfg.security
-    write_text(task_dir / "task.toml", task_toml(t, metadata))
-    h = compose.Hardening(
-        capabilities=tuple(sec.capabilities),
-        pids=sec.trial_pids,
-        network=t.network == "public",
-        memory_mb=t.memory_mb,
-    )
+    """task.toml from config alone. No compose file: litecoder's trial environment starts the
+    containers itself (an agent's compose file is removed)."""
+    write_text(task_dir / "task.toml", task_toml(ep.cfg.envprep.task, metadata))
     env = task_dir / "environment"
     for name in compose.COMPOSE_NAMES:
         (env / name).unlink(missing_ok=True)
-    write_text(env / "docker-compose.yaml", compose.render(h))
 
 
 def metadata(

@@ -1,7 +1,8 @@
 """The checks a task directory must pass before it is an environment.
 
 Static: layout, task.toml against Harbor's schema and the config, every COPY/ADD source in
-the build context, the compose file (litecoder's, unchanged). Dynamic: the image builds from
+the build context, nothing that would reach the host (`runner.refusals`: compose file,
+task.toml templates, URLs fetched at build time, links). Dynamic: the image builds from
 the directory alone (confined builder), the verifier FAILS on the untouched starting state,
 the solution PASSES it, and a real Harbor trial of the oracle agent gives reward 1.0.
 """
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 from litecoder.envprep.core import EnvOutcome, EnvprepContext, StepFailed
-from litecoder.harbor import compose, runner
+from litecoder.harbor import runner
 from litecoder.harbor.taskdir import check_copy_sources, check_layout, check_task_toml
 from litecoder.io import tail
 from litecoder.sandbox import BuildError, build_image, image_labels
@@ -67,7 +68,7 @@ def static(ep: EnvprepContext, task_dir: Path, out: EnvOutcome) -> None:
     out.checks["task_toml"] = not errors
     if errors:
         raise StepFailed("validate:task_toml", "; ".join(errors))
-    errors = compose.check(task_dir / "environment", ep.cfg.security.capabilities)
+    errors = runner.refusals(task_dir)
     out.checks["compose"] = not errors
     if errors:
         raise StepFailed("validate:compose", "; ".join(errors))
@@ -126,7 +127,7 @@ def harbor_oracle(ep: EnvprepContext, task_dir: Path, work: Path) -> tuple[float
     conf_path.write_text(json.dumps(conf))
     _, rc = runner.run_harbor(
         [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"],
-        env=runner.harbor_env(),
+        env=runner.harbor_env(pass_env=ep.cfg.environment.pass_env),
         job_dir=jobs / "oracle",
         log_path=work / "oracle.log",
         timeout_s=ep.cfg.envprep.validate_.harbor_timeout_s,

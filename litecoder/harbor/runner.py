@@ -3,15 +3,18 @@
 Every Harbor job litecoder runs (rollouts, evaluation, envprep's oracle check) goes through
 `stage` and `run_harbor`:
 
-- `stage` copies each task dir into the job's work area, refuses it if its compose file or
-  links could reach the host, builds its image with litecoder's confined builder (Harbor then
-  runs that prebuilt image and builds nothing) and writes litecoder's compose file into the
-  copy: capabilities, no-new-privileges, pids, memory without swap, a disk quota, no network.
-- `run_harbor` starts Harbor, shows progress as trial results appear, sanitizes what Harbor copied
-  out of each trial container before anyone reads it, watches the trial containers' cgroup
-  counters (process limit, OOM kills, disk use) and records both in `<trial>/litecoder.json`;
-  at the end (or on timeout, error or interrupt) it stops Harbor and removes whatever trial
-  containers are left, found by the labels litecoder's compose file gives them.
+- `stage` refuses a task whose compose file, task.toml, Dockerfiles or links could reach the
+  host (every reason, the task named), builds its images with litecoder's confined builder
+  and writes a copy whose `environment/` holds only litecoder's `TrialSpec`: the services,
+  the images and the limits every container gets. On the local engine Harbor then runs each
+  trial through litecoder's own environment (`litecoder.harbor.environment`, by import path),
+  so every file, log, reward and process crosses the trial's boundary through litecoder's
+  sandbox layer; Harbor's process gets a minimal environment, never this process's.
+- `run_harbor` starts Harbor, shows progress as trial results appear, sanitizes what is in
+  each trial dir before anyone reads it (a second look), watches the trial containers' cgroup
+  counters (process limit, OOM kills) and records both, with what the environment refused,
+  in `<trial>/litecoder.json`; at the end (or on timeout, error or interrupt) it stops Harbor
+  and removes whatever trial containers and networks are left, found by their labels.
 """
 
 from __future__ import annotations
@@ -35,13 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from litecoder.config import Config
+from litecoder.config import Security as SecurityConfig
 from litecoder.harbor import compose
-from litecoder.harbor.taskdir import (
-    content_hash,
-    escaping_links,
-    set_network_mode,
-    set_run_environment,
-)
+from litecoder.harbor.taskdir import content_hash, reach, set_network_mode, set_run_environment
 from litecoder.io import StageError, write_json
 from litecoder.net import reachable
 from litecoder.procs import die_with_parent, stop_process
@@ -54,25 +53,43 @@ from litecoder.sandbox import (
     image_exists,
     image_labels,
     labels,
+    pull_image,
     sanitize_tree,
 )
 from litecoder.sandbox.engine import (
     QUOTA_HELP,
+    SandboxError,
     cgroup_file,
     disk_quota_problem,
     read_counter,
     remove_containers,
     storage_size,
 )
+from litecoder.sandbox.trial import Healthcheck, Service, TrialSpec, trial_key
 from litecoder.sandbox.untrusted import make_private
 
 log = logging.getLogger(__name__)
 REPORT = "litecoder.json"  # per trial: what was sanitized and which limits were hit
+ENV_REPORT = "litecoder-env.json"  # per trial: written by litecoder's environment as it stops
+IMPORT_PATH = "litecoder.harbor.environment:LitecoderEnvironment"
+
+# What Harbor's process may see of this one's environment: where things are, Docker's own
+# settings, proxies and certificates. Keys, tokens and everything else stay here; a job's
+# own needs (the gateway token, a provider's credentials) are passed explicitly.
+HARBOR_PASSES = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM",
+    "DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_CONTEXT",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)  # fmt: skip
 
 
-def harbor_env(**extra: str) -> dict[str, str]:
-    """Environment for Harbor subprocesses: offline-safe LiteLLM, no telemetry."""
-    return {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HARBOR_TELEMETRY": "0", **extra}
+def harbor_env(*, pass_env: Sequence[str] = (), **extra: str) -> dict[str, str]:
+    """The whole environment of a Harbor subprocess: a few of this process's variables
+    (HARBOR_PASSES, plus `pass_env`: e.g. a trial provider's credentials), offline-safe
+    LiteLLM, no telemetry, and `extra`."""
+    env = {k: os.environ[k] for k in (*HARBOR_PASSES, *pass_env) if k in os.environ}
+    return {**env, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HARBOR_TELEMETRY": "0", **extra}
 
 
 def harbor_bin() -> str:
@@ -130,27 +147,51 @@ class Security:
     default_memory_mb: int = 2048
     network: bool = False
     environment: str = "docker"  # Harbor's environment type of the trials
+    sidecar_memory_mb: int = 1024
+    sidecar_disk_mb: int = 1024
+    output_bytes: int = 4 * 2**20
+    log_max_mb: int = 10
+    clean_before_verifier: bool = True
+    copy_max_file_bytes: int = 64 * 2**20
+    copy_max_total_bytes: int = 256 * 2**20
+    copy_max_files: int = 10_000
+    reward_max_bytes: int = 64 * 2**10
 
     @classmethod
     def from_config(cls, cfg: Config, *, network: bool = False) -> Security:
-        s = cfg.security
+        return cls.from_section(cfg.security, network=network, environment=cfg.environment.type)
+
+    @classmethod
+    def from_section(
+        cls, s: SecurityConfig, *, network: bool = False, environment: str = "docker"
+    ) -> Security:
         return cls(
             capabilities=tuple(s.capabilities),
             trial_pids=s.trial_pids,
-            disk_quota=s.disk_quota and cfg.environment.type == "docker",
+            disk_quota=s.disk_quota and environment == "docker",
             build=BuildLimits(s.build.network, s.build.memory_mb, s.build.cpu_shares),
             default_memory_mb=s.trial_memory_mb,
             network=network,
-            environment=cfg.environment.type,
+            environment=environment,
+            sidecar_memory_mb=s.sidecar_memory_mb,
+            sidecar_disk_mb=s.sidecar_disk_mb,
+            output_bytes=s.trial_output_kb * 2**10,
+            log_max_mb=s.log_max_mb,
+            clean_before_verifier=s.clean_before_verifier,
+            copy_max_file_bytes=s.copy_out.max_file_mb * 2**20,
+            copy_max_total_bytes=s.copy_out.max_total_mb * 2**20,
+            copy_max_files=s.copy_out.max_files,
+            reward_max_bytes=s.copy_out.reward_max_kb * 2**10,
         )
 
 
 def environment_config(cfg: Config | None = None) -> dict[str, Any]:
-    """Harbor's environment section of a job. Docker: staged tasks name a prebuilt image, so
-    Harbor must not build one of its own; elsewhere Harbor builds from the Dockerfile."""
+    """Harbor's environment section of a job. On the local engine: litecoder's own
+    environment (by import path); elsewhere the provider's, which builds from the
+    Dockerfile."""
     env = cfg.environment if cfg is not None else None
     if env is None or env.type == "docker":
-        return {"type": "docker", "force_build": False, "delete": True}
+        return {"import_path": IMPORT_PATH, "delete": True}
     return {"type": env.type, "kwargs": dict(env.kwargs), "delete": True}
 
 
@@ -189,6 +230,14 @@ def image_tag(name: str, env_hash: str) -> str:
     return f"litecoder-trial/{safe}:{env_hash[:16]}"
 
 
+def refusals(task_dir: Path) -> list[str]:
+    """Why litecoder will not run a task dir (empty: it will); see `taskdir.reach`."""
+    problems = [p for _, p in reach(task_dir)]
+    if not (task_dir / "environment" / "Dockerfile").is_file():
+        problems.append("environment/Dockerfile is missing")
+    return problems
+
+
 def stage(
     task_dirs: Sequence[Path],
     dest: Path,
@@ -199,28 +248,29 @@ def stage(
     client: Any = None,
     concurrency: int = 4,
 ) -> list[Path]:
-    """Staged copies of `task_dirs` under `dest` (see the module docstring). A task whose
-    compose file or links could reach the host raises TaskRejected with every reason."""
+    """Staged copies of `task_dirs` under `dest` (see the module docstring). A task that
+    could reach the host raises TaskRejected with every reason."""
     from harbor.models.task.config import TaskConfig
 
     if sec.environment == "docker":
         client = client or docker_client()
     make_private(dest)
     for d in task_dirs:
-        reasons = compose.check(d / "environment", sec.capabilities) + escaping_links(d)
-        if not (d / "environment" / "Dockerfile").is_file():
-            reasons.append("environment/Dockerfile is missing")
+        reasons = refusals(d)
         if reasons:
             raise TaskRejected(d.name, reasons)
 
-    def remote(src: Path) -> Path:
-        """A copy for a remote environment: Harbor builds it there; the network is cut by
-        Harbor's own policy (where the backend can), since litecoder's compose file and its
-        prebuilt image are Docker's."""
+    def copy(src: Path) -> Path:
         out = dest / src.name
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(src, out, symlinks=True)
+        return out
+
+    def remote(src: Path) -> Path:
+        """A copy for a remote environment: Harbor builds it there; the network is cut by
+        Harbor's own policy (where the backend can)."""
+        out = copy(src)
         for name in compose.COMPOSE_NAMES:
             (out / "environment" / name).unlink(missing_ok=True)
         task = TaskConfig.model_validate(tomllib.loads((out / "task.toml").read_text()))
@@ -230,6 +280,27 @@ def stage(
 
     if sec.environment != "docker":
         return [remote(d) for d in task_dirs]
+
+    def image_of(src: Path, name: str, d: compose.Declared) -> str:
+        """A sidecar's image: built from its context by litecoder's builder, or a reference
+        that is (or can be pulled) on this engine."""
+        env = src / "environment"
+        if d.build_context is not None:
+            ctx = env / d.build_context
+            tag = image_tag(f"{src.name}-{name}", content_hash(ctx))
+            if not image_exists(client, tag):
+                build_image(
+                    client, ctx, tag, image_labels(run, src.name, "trial-image"),
+                    build_timeout_s, sec.build, dockerfile=d.dockerfile, buildargs=d.build_args,
+                )  # fmt: skip
+            return tag
+        assert d.image is not None
+        if not image_exists(client, d.image):
+            try:
+                pull_image(client, d.image)
+            except SandboxError as e:
+                raise TaskRejected(src.name, [f"services.{name}.image: {e}"]) from None
+        return d.image
 
     def one(src: Path) -> Path:
         tag = image_tag(src.name, env_hash(src / "environment"))
@@ -246,25 +317,49 @@ def stage(
             problem = disk_quota_problem(client, tag)
             if problem:
                 raise StageError(f"{problem}; {QUOTA_HELP}")
-        out = dest / src.name
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.copytree(src, out, symlinks=True)
-        original = compose.load(out / "environment")
-        for name in compose.COMPOSE_NAMES:
-            (out / "environment" / name).unlink(missing_ok=True)
-        task = TaskConfig.model_validate(tomllib.loads((out / "task.toml").read_text()))
-        disk_mb = task.environment.storage_mb or 10240
+        parsed = compose.parse(src / "environment")
+        task = TaskConfig.model_validate(tomllib.loads((src / "task.toml").read_text()))
         declared = str(task.environment.network_mode.value)
-        h = compose.Hardening(
-            capabilities=sec.capabilities,
+        services: dict[str, Service] = {}
+        for name, d in parsed.services.items():
+            main = name == compose.MAIN
+            image = tag if main else image_of(src, name, d)
+            disk_mb = (task.environment.storage_mb or 10240) if main else sec.sidecar_disk_mb
+            services[name] = Service(
+                image=image,
+                command=d.command,
+                entrypoint=d.entrypoint,
+                environment=d.environment,
+                working_dir=d.working_dir,
+                user=d.user,
+                healthcheck=Healthcheck(**d.healthcheck) if d.healthcheck else None,
+                depends_on=d.depends_on,
+                memory_mb=(task.environment.memory_mb or sec.default_memory_mb)
+                if main
+                else sec.sidecar_memory_mb,
+                cpus=float(task.environment.cpus or 1),
+                storage_size=storage_size(client, image, disk_mb) if sec.disk_quota else None,
+            )
+        spec = TrialSpec(
+            services=services,
+            capabilities=list(sec.capabilities),
             pids=sec.trial_pids,
             network=sec.network and declared != "no-network",  # a task may ask for less
-            memory_mb=task.environment.memory_mb or sec.default_memory_mb,
-            storage_size=storage_size(client, tag, disk_mb) if sec.disk_quota else None,
-            labels=tuple(labels(run, src.name, "trial").items()),
+            labels=labels(run, src.name, "trial"),
+            log_max_mb=sec.log_max_mb,
+            output_bytes=sec.output_bytes,
+            copy_max_file_bytes=sec.copy_max_file_bytes,
+            copy_max_total_bytes=sec.copy_max_total_bytes,
+            copy_max_files=sec.copy_max_files,
+            reward_max_bytes=sec.reward_max_bytes,
+            clean_before_verifier=sec.clean_before_verifier,
+            start_timeout_s=build_timeout_s,
         )
-        (out / "environment" / "docker-compose.yaml").write_text(compose.render(h, original))
+        out = copy(src)
+        # Nothing of the task's environment/ goes to Harbor: the spec is all it runs.
+        shutil.rmtree(out / "environment")
+        (out / "environment").mkdir()
+        spec.write(out / "environment")
         set_run_environment(out / "task.toml", tag)
         return out
 
@@ -331,11 +426,6 @@ def trial_report(trial_dir: Path) -> dict[str, Any]:
 # --- running ----------------------------------------------------------------------------------
 
 
-def _project(name: str) -> str:
-    # Harbor names a trial's compose project after the trial (lower case, [a-z0-9_-]).
-    return re.sub(r"[^a-z0-9_-]", "-", name.lower())
-
-
 @dataclass
 class Watch:
     """Cgroup counters of a job's trial containers, read from the host while they run: how
@@ -356,7 +446,7 @@ class Watch:
         except Exception:
             return
         for r in rows:
-            project = (r.get("Labels") or {}).get("com.docker.compose.project", r["Id"][:12])
+            project = (r.get("Labels") or {}).get("litecoder.trial", r["Id"][:12])
             d = self.seen.setdefault(project, {"pids_limit_hits": 0, "oom_kills": 0})
             cid = r["Id"]
             hits = read_counter(cgroup_file(cid, "pids", "pids.events"), "max")
@@ -367,7 +457,7 @@ class Watch:
             d["oom_kills"] = max(d["oom_kills"], ooms or 0)
 
     def for_trial(self, trial: str) -> dict[str, int]:
-        prefix = _project(trial)
+        prefix = trial_key(trial)
         out: dict[str, int] = {}
         for k, v in self.seen.items():
             if k.startswith(prefix):
@@ -377,11 +467,20 @@ class Watch:
 
 
 def _record(trial_dir: Path, sanitized: list[Refusal], limits: dict[str, Any]) -> None:
+    """litecoder.json: what litecoder's environment refused to copy out and did (its own
+    report, merged once), what the second look sanitized, and the limits hit."""
     old = trial_report(trial_dir)
+    env: dict[str, Any] = {}
+    with contextlib.suppress(OSError, json.JSONDecodeError):
+        env = json.loads((trial_dir / ENV_REPORT).read_text())
     merged = {
-        "sanitized": old.get("sanitized", []) + [r.to_dict() for r in sanitized],
+        "sanitized": old.get("sanitized", [])
+        + [r.to_dict() for r in sanitized]
+        + [r for r in env.get("refused", []) if r not in old.get("sanitized", [])],
         "limits": {**old.get("limits", {}), **limits},
-    }
+        "environment": {**old.get("environment", {}),
+                        **{k: v for k, v in env.items() if k != "refused"}},
+    }  # fmt: skip
     write_json(trial_dir / REPORT, merged)
 
 

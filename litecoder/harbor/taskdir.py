@@ -80,23 +80,34 @@ def _copy_sources(args: str) -> tuple[list[str], bool]:
     return items[:-1], from_stage
 
 
-def check_copy_sources(env_dir: Path) -> list[str]:
-    """Every COPY/ADD source must exist in the build context (the 602-env audit's bug)."""
-    dockerfile = env_dir / "Dockerfile"
-    if not dockerfile.exists():
-        return ["environment/Dockerfile does not exist"]
+def check_copy_sources(env_dir: Path, name: str = "Dockerfile") -> list[str]:
+    """Every COPY/ADD source must exist in the build context (the 602-env audit's bug), and
+    none may be a URL."""
+    dockerfile = env_dir / name
+    if not dockerfile.is_file():
+        return [f"{name} does not exist in its build context"]
     errors = []
-    for instr, args in dockerfile_instructions(dockerfile.read_text()):
+    for instr, args in dockerfile_instructions(dockerfile.read_text(errors="replace")):
         if instr not in ("COPY", "ADD"):
             continue
-        sources, from_stage = _copy_sources(args)
+        try:
+            sources, from_stage = _copy_sources(args)
+        except ValueError as e:  # an unclosed quote
+            errors.append(f"{instr} {args[:80]!r} does not parse ({e})")
+            continue
         if from_stage:
             continue
         if not sources:
             errors.append(f"{instr} {args!r} has no source")
         for src in sources:
-            if instr == "ADD" and re.match(r"^[a-z]+://", src):
-                continue  # a URL: checked when the image builds
+            if REMOTE_SOURCE.match(src):
+                # The builder fetches it from the engine's own network namespace, where the
+                # host's services (and any gateway) answer, whatever the build network.
+                errors.append(
+                    f"{instr} {src!r} fetches from the network while the image builds "
+                    "(put the file in the build context instead)"
+                )
+                continue
             rel = src.lstrip("/")
             target = (env_dir / rel).resolve()
             if not str(target).startswith(str(env_dir.resolve())):
@@ -104,6 +115,34 @@ def check_copy_sources(env_dir: Path) -> list[str]:
             elif not glob.glob(str(env_dir / rel)) and not (env_dir / rel).exists():
                 errors.append(f"{instr} source {src!r} does not exist in the build context")
     return errors
+
+
+REMOTE_SOURCE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://|git@)")
+TEMPLATE = re.compile(r"\$\{[^}]*\}")
+
+
+def host_templates(task_dir: Path) -> list[str]:
+    """task.toml values that Harbor fills in from the host's environment (`${VAR}`: env
+    tables, MCP servers, ...): a task may not name the host's variables ([metadata] aside)."""
+    try:
+        raw = tomllib.loads((task_dir / "task.toml").read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    out: list[str] = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not (where == "" and k == "metadata"):
+                    walk(v, f"{where}.{k}" if where else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+        elif isinstance(value, str) and TEMPLATE.search(value):
+            out.append(f"task.toml: {where} = {value[:80]!r} names a host variable")
+
+    walk(raw, "")
+    return out
 
 
 def render_dockerfile(
@@ -291,4 +330,37 @@ def escaping_links(task_dir: Path) -> list[str]:
             target = os.path.realpath(p)
             if not (target == root or target.startswith(root + os.sep)):
                 out.append(f"{p.relative_to(task_dir)} links outside the task ({os.readlink(p)})")
+    return out
+
+
+def reach(task_dir: Path) -> list[tuple[str, str]]:
+    """(check, problem) for everything in a task dir that could reach the host when litecoder
+    runs it: its compose file (`compose.parse`), task.toml values naming host variables,
+    Dockerfiles (the main one and sidecars') that fetch at build time or copy from outside
+    their context, links out of the task, a separate verifier environment."""
+    from litecoder.harbor import compose
+
+    env = task_dir / "environment"
+    parsed = compose.parse(env)
+    out = [("compose", e) for e in parsed.errors]
+    out += [("links", e) for e in escaping_links(task_dir)]
+    out += [("templates", e) for e in host_templates(task_dir)]
+    if (env / "Dockerfile").is_file():
+        out += [("copy_sources", e) for e in check_copy_sources(env)]
+    for name, d in parsed.sidecars.items():
+        if d.build_context is not None:
+            problems = check_copy_sources(env / d.build_context, d.dockerfile)
+            out += [("copy_sources", f"services.{name}: {e}") for e in problems]
+    try:
+        raw = tomllib.loads((task_dir / "task.toml").read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        return [*out, ("task_toml", f"task.toml does not parse: {e}")]
+    verifier = raw.get("verifier")
+    steps = raw.get("steps")
+    steps = steps if isinstance(steps, list) else []
+    if (isinstance(verifier, dict) and verifier.get("environment")) or any(
+        isinstance(s, dict) and isinstance(s.get("verifier"), dict)
+        and s["verifier"].get("environment") for s in steps
+    ):  # fmt: skip
+        out.append(("verifier", "task.toml: a separate verifier environment is not supported"))
     return out

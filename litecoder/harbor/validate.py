@@ -1,13 +1,15 @@
 """`litecoder validate`: litecoder's task checks on any Harbor task dirs, its own or external.
 
 Static checks (cheap, in parallel; hundreds of dirs in seconds): layout, task.toml against
-Harbor's schema, every COPY/ADD source in the build context, the compose file (nothing that
-reaches the host), links that leave the task dir, the test script and the reward it must
+Harbor's schema, everything that could reach the host when the task runs (`taskdir.reach`:
+compose file, task.toml values naming host variables, COPY/ADD sources outside the context
+or fetched from a URL, links that leave the task dir), the test script and the reward it must
 write, the files the tests name, network needs (downloads when the image builds or when the
 tests run, `allow_internet`, public network mode) and image references (private registries).
-Expensive checks on demand: `--build` (the image builds, with litecoder's confined builder),
+Expensive checks on demand: `--build` (the image builds, with litecoder's confined builder;
+setuid/setgid files, device nodes and file capabilities it adds to its base are reported),
 `--start-state` (the verifier fails on the untouched starting state) and `--oracle` (a real
-Harbor trial of the oracle agent gives 1.0).
+Harbor trial of the oracle agent gives 1.0, through litecoder's trial environment).
 """
 
 from __future__ import annotations
@@ -18,13 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from litecoder.harbor import compose
-from litecoder.harbor.taskdir import (
-    check_copy_sources,
-    check_task_toml,
-    dockerfile_instructions,
-    escaping_links,
-)
+from litecoder.harbor.taskdir import check_task_toml, dockerfile_instructions, reach
 
 PUBLIC_REGISTRIES = ("docker.io", "registry-1.docker.io", "ghcr.io", "quay.io", "public.ecr.aws",
                      "mcr.microsoft.com", "gcr.io", "registry.k8s.io", "nvcr.io")  # fmt: skip
@@ -86,8 +82,17 @@ def _image_problems(image: str) -> list[str]:
     return [f"image {image!r} is in a private registry ({host})"] if private else []
 
 
-def static(task: Path, *, allow_network: bool = False, caps: tuple[str, ...] = ()) -> TaskReport:
+def static(task: Path, *, allow_network: bool = False) -> TaskReport:
+    """The cheap checks of one task dir; never raises for what the dir holds."""
     r = TaskReport(task)
+    try:
+        _static(r, task, allow_network)
+    except (OSError, UnicodeError, ValueError) as e:  # a dir too broken to read at all
+        r.add("layout", [f"cannot be read: {e}"])
+    return r
+
+
+def _static(r: TaskReport, task: Path, allow_network: bool) -> None:
     for rel in ("instruction.md", "task.toml", "tests/test.sh"):
         if not (task / rel).is_file():
             r.add("layout", [f"missing {rel}"])
@@ -97,44 +102,38 @@ def static(task: Path, *, allow_network: bool = False, caps: tuple[str, ...] = (
     if (task / "task.toml").is_file():
         r.add("task_toml", check_task_toml(task / "task.toml"))
         try:
-            raw = tomllib.loads((task / "task.toml").read_text())
-        except (OSError, tomllib.TOMLDecodeError):
+            raw = tomllib.loads((task / "task.toml").read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             raw = {}
     env = raw.get("environment") if isinstance(raw.get("environment"), dict) else {}
     assert isinstance(env, dict)
     docker_image = env.get("docker_image")
     dockerfile = task / "environment/Dockerfile"
     if dockerfile.is_file():
-        r.add("copy_sources", check_copy_sources(task / "environment"))
-        instrs = dockerfile_instructions(dockerfile.read_text(errors="replace"))
-        for instr, args in instrs:
-            if instr == "FROM":
+        for instr, args in dockerfile_instructions(dockerfile.read_text(errors="replace")):
+            if instr == "FROM" and args.split():
                 r.add("image", _image_problems(args.split()[0]))
             if instr in ("RUN", "ADD") and DOWNLOADS.search(args) and not allow_network:
                 r.add("network", [f"downloads while the image builds: {instr} {args[:80]}"])
     elif not docker_image:
         r.add("layout", ["no environment/Dockerfile and no environment.docker_image"])
     if isinstance(docker_image, str):
-        r.add("image", _image_problems(docker_image))
-    r.add("compose", compose.check(task / "environment", caps))
-    r.add("links", escaping_links(task))
-    net = env.get("network_mode")
+        r.add(
+            "image", _image_problems(docker_image), "warning" if dockerfile.is_file() else "error"
+        )
+    for check, problem in reach(task):  # what could reach the host when it runs
+        r.add(check, [problem])
     if not allow_network and (
         raw.get("allow_internet") is True or env.get("allow_internet") is True
     ):
         r.add("network", ["allow_internet = true: the task needs the internet"])
-    elif not allow_network and net in (None, "public") and _compose_network(task) is None:
-        r.add("network", ["network_mode 'public' and no compose file that cuts it off"], "warning")
-    if net in (None, "public") and _compose_network(task) == "none":
-        r.add("network", ["task.toml declares network_mode 'public'; its compose file cuts the "
-                          "network (network_mode: none): declare 'no-network'"])  # fmt: skip
     test_sh = task / "tests/test.sh"
     if test_sh.is_file():
         text = test_sh.read_text(errors="replace")
         tests_text = "\n".join(
             p.read_text(errors="replace")
             for p in (task / "tests").rglob("*")
-            if p.is_file() and p.suffix in (".sh", ".py", "")
+            if p.is_file() and not p.is_symlink() and p.suffix in (".sh", ".py", "")
         )
         if not REWARD.search(tests_text):
             r.add("reward", ["the tests never write /logs/verifier/reward.txt (or .json)"])
@@ -145,15 +144,6 @@ def static(task: Path, *, allow_network: bool = False, caps: tuple[str, ...] = (
             r.add(
                 "network", ["the tests download at test time (pip/uv/curl/apt: needs the internet)"]
             )
-    return r
-
-
-def _compose_network(task: Path) -> str | None:
-    """The main service's network_mode in the task's compose file (None: not set)."""
-    doc = compose.load(task / "environment")
-    main = (doc.get("services") or {}).get(compose.MAIN) or {}
-    mode = main.get("network_mode") if isinstance(main, dict) else None
-    return str(mode) if mode is not None else None
 
 
 def expensive(
@@ -165,33 +155,45 @@ def expensive(
     start_state: bool,
     oracle: bool,
 ) -> None:
-    """The checks that build and run containers (tasks that failed statically are skipped)."""
+    """The checks that build and run containers (tasks that failed statically are skipped):
+    each image built by litecoder's builder (and its privileged entries reported), the
+    verifier on the untouched start state, and one Harbor job of the oracle agent over all
+    of them, through litecoder's trial environment."""
     import json
 
     from litecoder.harbor import runner
-    from litecoder.sandbox import BuildError, Limits, Sandbox, SandboxError, labels
+    from litecoder.sandbox import BuildError, Limits, Sandbox, SandboxError, docker_client, labels
+    from litecoder.sandbox.build import privileged_entries
 
     assert isinstance(sec, runner.Security)
+    client = docker_client()
+    staged: dict[str, tuple[TaskReport, Path]] = {}
     for r in tasks:
         if not r.ok:
             continue
         try:
-            staged = runner.stage([r.path], work / "staged", run="validate", sec=sec)[0]
+            out = runner.stage([r.path], work / "staged", run="validate", sec=sec, client=client)[0]
         except runner.TaskRejected as e:
             r.add("compose", e.reasons)
             continue
         except BuildError as e:
-            r.add(
-                "build",
-                [f"{e} [{e.log_tail.strip().splitlines()[-1] if e.log_tail.strip() else ''}]"],
-            )
+            last = e.log_tail.strip().splitlines()[-1] if e.log_tail.strip() else ""
+            r.add("build", [f"{e} [{last}]"])
             continue
+        except SandboxError as e:
+            r.add("build", [str(e)])
+            continue
+        staged[out.name] = (r, out)
+        image = tomllib.loads((out / "task.toml").read_text())["environment"]["docker_image"]
+        if build:
+            base = _final_base(r.path / "environment/Dockerfile")
+            r.add("image", [f"the image adds {e}" for e in privileged_entries(client, image, base)],
+                  "warning")  # fmt: skip
         if start_state:
-            image = tomllib.loads((staged / "task.toml").read_text())["environment"]["docker_image"]
             try:
                 with Sandbox(image, Limits(memory_mb=1024, command_timeout_s=600),
                              labels("validate", r.path.name, "check")) as sb:  # fmt: skip
-                    sb.put_dir(staged / "tests", "/tests")
+                    sb.put_dir(out / "tests", "/tests")
                     sb.exec("bash /tests/test.sh")
                     raw = sb.read_file("/logs/verifier/reward.txt", 4096)
                 reward = (raw or b"").decode(errors="replace").strip()
@@ -202,21 +204,38 @@ def expensive(
                     )
             except SandboxError as e:
                 r.add("start_state", [str(e)])
-        if oracle:
-            jobs = work / "jobs"
-            conf = runner.job_config(
-                job_name=r.path.name, jobs_dir=jobs, agents=[{"name": "oracle"}], tasks=[staged]
-            )
-            (work / f"{r.path.name}.json").write_text(json.dumps(conf))
-            runner.run_harbor(
-                [runner.harbor_bin(), "run", "-c", str(work / f"{r.path.name}.json"), "-y"],
-                env=runner.harbor_env(),
-                job_dir=jobs / r.path.name,
-                log_path=work / f"{r.path.name}.log",
-                timeout_s=3600,
-            )
-            results = runner.trial_results(jobs / r.path.name)
-            got = runner.reward(results[0]) if results else None
-            if got != 1.0:
-                exc = runner.exception_type(results[0]) if results else "no trial result"
-                r.add("oracle", [f"the oracle gets reward {got}" + (f" ({exc})" if exc else "")])
+    if not (oracle and staged):
+        return
+    jobs = work / "jobs"
+    conf = runner.job_config(
+        job_name="oracle",
+        jobs_dir=jobs,
+        agents=[{"name": "oracle"}],
+        tasks=[out for _, out in staged.values()],
+        n_concurrent=4,
+    )
+    (work / "oracle.json").write_text(json.dumps(conf))
+    runner.run_harbor(
+        [runner.harbor_bin(), "run", "-c", str(work / "oracle.json"), "-y"],
+        env=runner.harbor_env(),
+        job_dir=jobs / "oracle",
+        log_path=work / "oracle.log",
+        timeout_s=3600,
+    )
+    results = {res.task_name: res for res in runner.trial_results(jobs / "oracle")}
+    for name, (r, _) in staged.items():
+        res = results.get(name)
+        got = runner.reward(res) if res is not None else None
+        if got != 1.0:
+            exc = runner.exception_type(res) if res is not None else "no trial result"
+            r.add("oracle", [f"the oracle gets reward {got}" + (f" ({exc})" if exc else "")])
+
+
+def _final_base(dockerfile: Path) -> str | None:
+    """The image the Dockerfile's last stage starts from (None: none, or scratch)."""
+    try:
+        froms = [a.split()[0] for i, a in dockerfile_instructions(dockerfile.read_text(
+            errors="replace")) if i == "FROM" and a.split()]  # fmt: skip
+    except OSError:
+        return None
+    return froms[-1] if froms and froms[-1] != "scratch" else None

@@ -185,7 +185,7 @@ def run_job(
         bar.advance(expected)
         return job_dir
     log_path = out / f"harbor-{key}.log"
-    # Staged copies (litecoder's compose file, confined prebuilt images), labelled for this job.
+    # Staged copies (litecoder's trial spec, confined prebuilt images), labelled for this job.
     with _STAGING:  # jobs side by side share the task images: one builds, the others reuse
         staged = runner.stage(
             tasks,
@@ -206,7 +206,7 @@ def run_job(
             cmd = [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"]
         _, rc = runner.run_harbor(
             cmd,
-            env=runner.harbor_env(OPENAI_API_KEY=key_value),
+            env=runner.harbor_env(pass_env=cfg.environment.pass_env, OPENAI_API_KEY=key_value),
             job_dir=job_dir,
             log_path=log_path,
             timeout_s=cfg.eval.harbor_timeout_s,
@@ -333,6 +333,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     datasets.preflight(e, ctx.root)  # before any model is loaded
     chosen = targets(ctx)
     tasks = task_dirs(ctx)
+    # A task litecoder will not run (it could reach the host) is reported, never run.
+    refused = {d.name: why for d in tasks if (why := runner.refusals(d))}
+    for name, why in refused.items():
+        log.warning("%s is not run: %s", name, "; ".join(why))
+    tasks = [d for d in tasks if d.name not in refused]
+    if not tasks:
+        raise StageError(f"{e.benchmark}: every task was refused (e.g. {next(iter(refused))})")
     out = ctx.paths.results
     out.mkdir(parents=True, exist_ok=True)
     work = ctx.root / ".litecoder" / "evaluate"
@@ -377,12 +384,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "k": k,
         "models": {key: {x: s[x] for x in keys} for key, s in scores.items()},
         "per_task": {key: s["per_task"] for key, s in scores.items()},
+        "refused": refused,  # task -> why it was not run
     }
     write_json(ctx.paths.scores, result)
     track.metrics.update(
         {
             "benchmark": e.benchmark,
             "k": k,
+            "tasks_refused": len(refused),
             **{
                 f"{key}/{x}": s[x]
                 for key, s in scores.items()

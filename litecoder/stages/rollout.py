@@ -126,20 +126,21 @@ def fingerprint(cfg: Config, agent: RolloutAgent, task_dirs: list[Path]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def teacher_env(cfg: Config, agent: RolloutAgent) -> dict[str, str]:
-    """Environment of the Harbor process. Terminus-2 reaches the teacher through the gateway,
-    which holds the key: Harbor gets none. Agents that install themselves in the container
+def teacher_env(cfg: Config, agent: RolloutAgent, token: str) -> dict[str, str]:
+    """Environment of the Harbor process (nothing else of this process's, see
+    `runner.harbor_env`). Terminus-2 reaches the teacher through the gateway with the job's
+    gateway token: Harbor gets no key. Agents that install themselves in the container
     (needs_network) cannot reach the host's loopback gateway and get the teacher's key as
     LiteLLM's OPENAI_API_KEY (in memory only; Harbor's config files never see it)."""
     teacher = cfg.teacher("agent")
     key = ""
     if not agent.name.startswith("terminus") and teacher.api_key_env:
         key = os.environ.get(teacher.api_key_env, "")
-    env = {"OPENAI_API_KEY": key or "litecoder-gateway"}
+    env = {"OPENAI_API_KEY": key or token}
     if agent.name == "claude-code" and key:
         # Claude Code sends a non-Anthropic provider's key as a bearer token.
         env["ANTHROPIC_AUTH_TOKEN"] = key
-    return runner.harbor_env(**env)
+    return runner.harbor_env(pass_env=cfg.environment.pass_env, **env)
 
 
 def external_tasks(cfg: Config, ts: TaskSet, root: Path) -> tuple[list[Path], list[dict[str, Any]]]:
@@ -149,10 +150,9 @@ def external_tasks(cfg: Config, ts: TaskSet, root: Path) -> tuple[list[Path], li
     found = datasets.tasks(ts, root, root / ".litecoder" / "rollout")
     if ts.max_tasks:
         found = found[: ts.max_tasks]
-    caps = tuple(cfg.security.capabilities)
     ok, bad = [], []
     for d in found:
-        report = validate.static(d, allow_network=cfg.rollout.network_available, caps=caps)
+        report = validate.static(d, allow_network=cfg.rollout.network_available)
         if report.ok:
             ok.append(d.resolve())
         else:
@@ -197,6 +197,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     gateway = Gateway(
         lambda: ctx.client("agent", cached=False, share_identical=False),
         port=gateway_port(ctx.root),
+        models=[a.model for a in cfg.rollout.agents if a.model],
     )
 
     jobs = []
@@ -257,7 +258,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 cmd = [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"]
             secs, rc = runner.run_harbor(
                 cmd,
-                env=teacher_env(cfg, agent),
+                env=teacher_env(cfg, agent, gateway.issue_token(name)),
                 job_dir=job_dir,
                 log_path=log_path,
                 timeout_s=cfg.rollout.harbor_timeout_s,
