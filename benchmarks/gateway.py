@@ -32,10 +32,12 @@ from litecoder.standin import StandIn
 META = {"stage": "rollout", "agent": "bench", "parser": "json"}
 
 
-async def streams(base: str, n_streams: int, calls: int, tag: str) -> tuple[list[float], float]:
+async def streams(
+    base: str, n_streams: int, calls: int, tag: str, key: str = "none"
+) -> tuple[list[float], float]:
     client = openai.AsyncOpenAI(
         base_url=base,
-        api_key="none",
+        api_key=key,
         max_retries=0,
         timeout=60,
         http_client=openai.DefaultAioHttpClient(timeout=60),
@@ -64,7 +66,7 @@ async def streams(base: str, n_streams: int, calls: int, tag: str) -> tuple[list
     return latencies, n_streams * calls / elapsed
 
 
-def start_gateway(target: str, conc: int, workdir: Path) -> tuple[subprocess.Popen[str], str]:
+def start_gateway(target: str, conc: int, workdir: Path) -> tuple[subprocess.Popen[str], str, str]:
     repo = Path(__file__).resolve().parent.parent
     overrides = [
         f"models.agent.base_url={target}",
@@ -81,10 +83,11 @@ def start_gateway(target: str, conc: int, workdir: Path) -> tuple[subprocess.Pop
         env={**os.environ, "HOME": str(workdir)},
     )
     assert proc.stdout is not None
+    token = proc.stdout.readline()
     line = proc.stdout.readline()
-    if not line.startswith("READY "):
-        raise SystemExit(f"the gateway did not start: {line!r}")
-    return proc, line.split()[1]
+    if not (token.startswith("TOKEN ") and line.startswith("READY ")):
+        raise SystemExit(f"the gateway did not start: {token!r} {line!r}")
+    return proc, line.split()[1], token.split()[1]
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -101,13 +104,15 @@ def main() -> None:
     a = p.parse_args()
     results: dict[str, list[tuple[list[float], float]]] = {"direct": [], "gateway": []}
     with StandIn(latency_s=a.latency) as server, tempfile.TemporaryDirectory() as tmp:
-        gw, gw_url = start_gateway(server.base_url, a.streams * 2, Path(tmp))
+        gw, gw_url, token = start_gateway(server.base_url, a.streams * 2, Path(tmp))
         try:
             for r in range(a.rounds):
                 results["direct"].append(
                     asyncio.run(streams(server.base_url, a.streams, a.calls, f"d{r}"))
                 )
-                results["gateway"].append(asyncio.run(streams(gw_url, a.streams, a.calls, f"g{r}")))
+                results["gateway"].append(
+                    asyncio.run(streams(gw_url, a.streams, a.calls, f"g{r}", token))
+                )
         finally:
             gw.terminate()
             gw.wait(30)

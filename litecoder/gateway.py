@@ -12,6 +12,11 @@ their own sample.
 
 Trials are told apart by the `X-Litecoder-Session` header (Terminus-2's `session_id_headers`:
 Harbor names the agent session after the trial) and agents by the request metadata header.
+
+It answers only who it was started for: it listens on loopback (where Harbor's agents run,
+and no trial container can reach), every request must carry a token it issued (one per
+Harbor job: `issue_token`), and only the configured model names are forwarded (the real
+key never pays for a model nobody configured).
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,15 +65,40 @@ class Accounts:
 class Gateway:
     """Start with `with Gateway(make_client) as gw:`; agents use `gw.base_url`."""
 
-    def __init__(self, make_client: Callable[[], LLMClient], *, port: int = 0):
+    def __init__(
+        self, make_client: Callable[[], LLMClient], *, port: int = 0, models: Iterable[str] = ()
+    ):
         self.make_client = make_client
         self.port = port
+        self.extra_models = set(models)  # beside the teacher's own
+        self.tokens: dict[str, str] = {}  # token -> what it was issued for
         self.base_url = ""
         self.accounts = Accounts()
         self.client: LLMClient | None = None
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
+
+    def issue_token(self, label: str) -> str:
+        """A bearer token for one job's agents (their OPENAI_API_KEY)."""
+        token = "lc-" + secrets.token_urlsafe(24)
+        self.tokens[token] = label
+        return token
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip()
+        if not token or token not in self.tokens:
+            return _error(401, "no valid litecoder gateway token")
+        return None
+
+    def _model_refused(self, body: dict[str, Any]) -> web.Response | None:
+        assert self.client is not None
+        model = str(body.get("model") or "")
+        allowed = {self.client.teacher.model, *self.extra_models}
+        if model not in allowed:
+            return _error(403, f"model {model!r} is not served here (only {sorted(allowed)})")
+        return None
 
     # -- HTTP --
 
@@ -78,8 +109,10 @@ class Gateway:
         app.router.add_get("/v1/models", self._models)
         return app
 
-    async def _models(self, _: web.Request) -> web.StreamResponse:
+    async def _models(self, request: web.Request) -> web.StreamResponse:
         assert self.client is not None
+        if refused := self._refused(request):
+            return refused
         model = self.client.teacher.model
         return web.json_response({"object": "list", "data": [{"id": model, "object": "model"}]})
 
@@ -91,11 +124,17 @@ class Gateway:
 
     async def _forward(self, request: web.Request, kind: Any) -> web.StreamResponse:
         assert self.client is not None
+        if refused := self._refused(request):
+            return refused
         try:
             body = await request.json()
             meta = json.loads(request.headers.get(META_HEADER) or "{}") or {}
         except ValueError:
             return _error(400, "the request body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "the request body is not a JSON object")
+        if refused := self._model_refused(body):
+            return refused
         trial = request.headers.get(SESSION_HEADER, "unknown").removesuffix("__agent")
         agent = str(meta.get("agent") or "unknown")
         meta = {**meta, "trial": trial}
