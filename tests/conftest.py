@@ -26,11 +26,18 @@ def pytest_configure() -> None:
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
 
 
+# The smoke fixture's `dvc repro` has its own limit (3600 s); the first test that uses it waits
+# for all of it, so no per-test limit shorter than that may apply there (a loaded machine once
+# took 922 s against a global 900).
+SMOKE_TEST_TIMEOUT_S = 3600 + 900
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Tests on the smoke run's outputs run in a pytest process of their own (scripts/test.sh).
     for item in items:
         if "smoke" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.smoke)
+            item.add_marker(pytest.mark.timeout(SMOKE_TEST_TIMEOUT_S))
 
 
 # What Docker objects this pytest process made: everything litecoder makes carries its project

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from litecoder.envprep.capture import capture_state
 from litecoder.envprep.prepare import split
+from litecoder.harbor.compose import COMPOSE_NAMES
 from litecoder.harbor.taskdir import check_copy_sources, check_task_toml, render_dockerfile
 from litecoder.io import read_jsonl, write_records
 from litecoder.records import JudgedTask
@@ -88,11 +88,11 @@ def test_smoke_builds_a_validated_environment_per_accepted_task(smoke: Path) -> 
         # portable: no local image ids, only the named base image
         dockerfile = (d / "environment/Dockerfile").read_text()
         assert dockerfile.startswith(f"FROM {BASE}\n") and "sha256:" not in dockerfile
-        compose = yaml.safe_load((d / "environment/docker-compose.yaml").read_text())
-        main = compose["services"]["main"]
-        assert main["network_mode"] == "none" and main["init"] is True
-        assert main["cap_drop"] == ["ALL"] and "no-new-privileges:true" in main["security_opt"]
-        assert main["mem_limit"] == main["memswap_limit"] and "volumes" not in main
+        # No compose file: litecoder's trial environment starts the containers itself.
+        assert not any((d / "environment" / n).exists() for n in COMPOSE_NAMES)
+        assert tomllib.loads((d / "task.toml").read_text())["environment"]["network_mode"] == (
+            "no-network"
+        )
     splits = json.loads((envs / "splits.json").read_text())
     assert sorted(splits["train"] + splits["heldout"]) == sorted(accepted)
     assert 1 <= len(splits["heldout"]) < len(accepted)
@@ -285,12 +285,8 @@ def test_agent_written_compose_file_never_lands(tmp_path: Path) -> None:
     out = read_jsonl(project / "data/envs/outcomes.jsonl")[0]
     assert out["status"] == "ok", out
     assert any("docker-compose.yaml refused" in e for e in out["sandbox_events"])
-    compose = yaml.safe_load(
-        (project / "data/envs/t-hostile-compose/environment/docker-compose.yaml").read_text()
-    )
-    main = compose["services"]["main"]
-    assert "volumes" not in main and main["privileged"] is False
-    assert main["cap_drop"] == ["ALL"]
+    env = project / "data/envs/t-hostile-compose/environment"
+    assert not any((env / n).exists() for n in COMPOSE_NAMES)
 
 
 def test_dockerfile_mode_catches_missing_copy_sources_and_failing_builds(tmp_path: Path) -> None:
@@ -417,7 +413,9 @@ def test_static_checks(tmp_path: Path) -> None:
         "COPY --from=builder /out /out\nADD https://example.com/f /f\nCOPY \\\n  missing.txt /m\n"
     )
     assert check_copy_sources(env) == [
-        "COPY source 'missing.txt' does not exist in the build context"
+        "ADD 'https://example.com/f' fetches from the network while the image builds "
+        "(put the file in the build context instead)",
+        "COPY source 'missing.txt' does not exist in the build context",
     ]
     cfg = compose_cfg()
     toml = tmp_path / "task.toml"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from litecoder.sandbox.trial import SPEC_NAME, TrialSpec
 from litecoder.stages.evaluate import score
 from tests.conftest import docker_ok, make_project, run
 from tests.loopback_api import ScriptedAPI
@@ -204,12 +205,14 @@ def test_running_endpoint_scored_on_migrated_terminal_bench_tasks(tmp_path: Path
     # What the agent did, beside the scores: every turn parsed, one command a trial.
     assert m["parsed_turns"] == 1.0 and m["commands_per_trial"] == 1.0 and m["mean_turns"] >= 2
     # The tasks went through Harbor's migration, and the staged copies run prebuilt images
-    # under litecoder's compose file (the migrated placeholders are gone).
+    # through litecoder's trial spec (the migrated compose placeholders are gone).
     migrated = list((project / ".litecoder/datasets").glob("migrated-*/tasks/hello-file"))
     assert migrated and (migrated[0] / "task.toml").is_file()
     staged = next((project / ".litecoder/evaluate/tasks").glob("*/hello-file"))
-    main = yaml.safe_load((staged / "environment/docker-compose.yaml").read_text())["services"]
-    assert "build" not in main.get("main", {}) and "image" not in main.get("main", {})
+    assert [p.name for p in (staged / "environment").iterdir()] == [SPEC_NAME]
+    spec = TrialSpec.read(staged / "environment")
+    assert spec.services["main"].image.startswith("litecoder-trial/hello-file:")
+    assert spec.services["main"].environment.get("TEST_DIR") in (None, "/tests")
 
 
 @pytest.mark.docker

@@ -36,21 +36,23 @@ def _teacher(base_url: str, **kw: Any) -> Teacher:
     return Teacher(**args)
 
 
-def _agent_call(base: str, trial: str, *, stream: bool = False) -> str:
+def _agent_call(
+    base: str, trial: str, *, stream: bool = False, key: str = "", model: str = "m"
+) -> str:
     async def go() -> str:
-        c = openai.AsyncOpenAI(base_url=base, api_key="none", max_retries=0)
+        c = openai.AsyncOpenAI(base_url=base, api_key=key or "none", max_retries=0)
         headers = {SESSION_HEADER: f"{trial}__agent", META_HEADER: json.dumps({"agent": "a1"})}
         msgs = [{"role": "user", "content": f"hello from {trial}"}]
         try:
             if stream:
                 s = await c.chat.completions.create(
-                    model="m",
+                    model=model,
                     messages=msgs,
                     stream=True,
                     extra_headers=headers,  # type: ignore[arg-type]
                 )
                 return "".join([ch.choices[0].delta.content or "" async for ch in s if ch.choices])
-            r = await c.chat.completions.create(model="m", messages=msgs, extra_headers=headers)  # type: ignore[arg-type]
+            r = await c.chat.completions.create(model=model, messages=msgs, extra_headers=headers)  # type: ignore[arg-type]
             return r.choices[0].message.content or ""
         finally:
             await c.close()
@@ -62,9 +64,10 @@ def test_calls_are_accounted_per_trial_and_streams_pass_through() -> None:
     with ScriptedAPI(lambda n, body: [("ok", "answer text", 100, 50)]) as api:
         t = _teacher(api.base_url)
         with Gateway(lambda: LLMClient(t, share_identical=False)) as gw:
-            assert _agent_call(gw.base_url, "trial-a") == "answer text"
-            assert _agent_call(gw.base_url, "trial-a") == "answer text"
-            assert _agent_call(gw.base_url, "trial-b", stream=True) == "answer text"
+            key = gw.issue_token("job")
+            assert _agent_call(gw.base_url, "trial-a", key=key) == "answer text"
+            assert _agent_call(gw.base_url, "trial-a", key=key) == "answer text"
+            assert _agent_call(gw.base_url, "trial-b", stream=True, key=key) == "answer text"
             summary = gw.summary()
         # The agent's metadata went on to the endpoint, with the trial added.
         meta = json.loads({k.lower(): v for k, v in api.headers[0].items()}["x-litecoder-request"])
@@ -89,7 +92,7 @@ def test_an_outage_waits_instead_of_failing_the_agent() -> None:
         ScriptedAPI(script) as api,
         Gateway(lambda: LLMClient(_teacher(api.base_url), retry_initial_s=0.05)) as gw,
     ):
-        assert _agent_call(gw.base_url, "trial-x") == "recovered"
+        assert _agent_call(gw.base_url, "trial-x", key=gw.issue_token("j")) == "recovered"
 
 
 def test_failures_reach_the_agent_as_http_errors() -> None:
@@ -98,7 +101,29 @@ def test_failures_reach_the_agent_as_http_errors() -> None:
         Gateway(lambda: LLMClient(_teacher(api.base_url))) as gw,
         pytest.raises(openai.BadRequestError),
     ):
-        _agent_call(gw.base_url, "trial-y")
+        _agent_call(gw.base_url, "trial-y", key=gw.issue_token("j"))
+
+
+def test_the_gateway_answers_only_its_tokens_and_models() -> None:
+    """No token, a token it did not issue, or a model nobody configured: refused before
+    anything is sent on (the real key pays for nothing)."""
+    with (
+        ScriptedAPI(lambda n, body: [("ok", "fine")]) as api,
+        Gateway(lambda: LLMClient(_teacher(api.base_url)), models=["m-2"]) as gw,
+    ):
+        key = gw.issue_token("job")
+        with pytest.raises(openai.AuthenticationError):
+            _agent_call(gw.base_url, "t")
+        with pytest.raises(openai.AuthenticationError):
+            _agent_call(gw.base_url, "t", key="lc-" + "x" * 32)
+        with pytest.raises(openai.PermissionDeniedError, match="not served here"):
+            _agent_call(gw.base_url, "t", key=key, model="expensive-model")
+        assert api.requests == []
+        assert _agent_call(gw.base_url, "t", key=key) == "fine"
+        assert _agent_call(gw.base_url, "t", key=key, model="m-2") == "fine"
+        assert len(api.requests) == 2
+        # Bound to loopback only.
+        assert gw.base_url.startswith("http://127.0.0.1:")
 
 
 @pytest.mark.docker

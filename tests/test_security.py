@@ -5,11 +5,11 @@ dirs whose compose file could reach the host."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -158,20 +158,21 @@ def test_hostile_trial_is_contained_and_reported(hostile_trial: dict[str, Any]) 
     assert len(trials) == 1, hostile_trial["log"][-2000:]
     trial = trials[0]
     assert hostile_trial["turns"] >= len(HOSTILE), "the agent did not get to every command"
-    # Nothing privileged, special or escaping is left in what Harbor copied out.
+    # Nothing privileged, special or linked came out: litecoder's environment copied regular
+    # files and directories only.
     for p in job.rglob("*"):
         st = p.lstat()
-        if p.is_symlink():
-            assert not os.readlink(p).startswith("/"), p
-        else:
-            assert stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode), p
-            assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID), p
+        assert stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode), p
+        assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID), p
     report = runner.trial_report(trial)
     sanitized = {r["path"]: r["reason"] for r in report["sanitized"]}
-    assert sanitized["agent/rootsh"] == "setuid/setgid bit cleared (mode 4755)"
-    assert sanitized["agent/fifo"] == "device node, FIFO or socket removed"
-    assert "leaves the directory" in sanitized["agent/canary"]
+    assert sanitized["/logs/agent/rootsh"] == "setuid/setgid bit dropped (mode 4755)"
+    assert sanitized["/logs/agent/fifo"] == "device, FIFO or socket not copied"
+    assert sanitized["/logs/agent/canary"] == "link not copied"
+    assert sanitized["/logs/agent/rootlink"] == "link not copied"
     assert not (trial / "agent/disk").exists()  # mknod is not allowed in a trial
+    # The fork bomb's processes were gone before the verifier ran.
+    assert report["environment"]["processes_killed_before_verifier"] > 0
     # The limits held, and litecoder saw them hit.
     limits = report["limits"]
     assert limits["pids_limit_hits"] > 0, report
@@ -216,6 +217,12 @@ def _summarise(
     dropped_all = "ALL" in (hc.get("CapDrop") or [])
     mem, swap = hc.get("Memory") or 0, hc.get("MemorySwap") or 0
     mounts = [m for m in attrs.get("Mounts") or [] if m.get("Type") in ("bind", "volume")]
+    network = hc.get("NetworkMode") or "default"
+    if network.startswith("litecoder-"):  # a trial's own network: what it lets through
+        net = client.networks.get(network).attrs
+        host_address = (net.get("Options") or {}).get("com.docker.network.bridge.inhibit_ipv4")
+        if net.get("Internal") and host_address == "true":
+            network = "internal, no host address"
     size = (hc.get("StorageOpt") or {}).get("size")
     disk_mb = int(size.rstrip("M")) - image_mb if size else 0
     disk = f"quota {disk_mb} MB" if size else "no quota"
@@ -233,7 +240,7 @@ def _summarise(
         "memory": memory,
         "swap": "none" if mem and swap == mem else "allowed",
         "disk": disk,
-        "network": hc.get("NetworkMode") or "default",
+        "network": network,
         "mounts": "none" if not mounts else ", ".join(m["Destination"] for m in mounts),
     }
 
@@ -266,6 +273,36 @@ def _build_step_inspect(tmp_path: Path) -> dict[str, Any]:
     return found
 
 
+def _sidecar_trial(cfg: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """The README's columns for a trial with a sidecar, staged and started as a Harbor trial
+    of such a task is (litecoder's trial environment starts exactly this)."""
+    from litecoder.sandbox.trial import TrialContainers, TrialSpec
+
+    root = Path(tempfile.mkdtemp(prefix="litecoder-sidecar-"))
+    task = _task(root / "src")
+    (task / "environment/docker-compose.yaml").write_text(
+        "services:\n  main:\n    depends_on: [db]\n  db:\n"
+        f"    image: {BASE}\n    command: [sleep, infinity]\n"
+    )
+    try:
+        [staged] = runner.stage(
+            [task], root / "staged", run="test-table", sec=runner.Security.from_config(cfg)
+        )
+        box = TrialContainers(TrialSpec.read(staged / "environment"), "table-sidecar")
+        box.start()
+        try:
+            attrs = {n: c.client.api.inspect_container(c.id) for n, c in box.containers.items()}
+            views = (
+                _summarise(attrs["main"], task_memory_mb=512, task_storage_mb=300),
+                _summarise(attrs["db"]),
+            )
+        finally:
+            box.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return views
+
+
 def test_readme_security_table_is_what_docker_inspect_shows(
     hostile_trial: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -283,10 +320,13 @@ def test_readme_security_table_is_what_docker_inspect_shows(
         sandbox_view = _summarise(sb.container.attrs)
     build_view = _summarise(_build_step_inspect(tmp_path))
     trial_view = _summarise(hostile_trial["inspect"], task_memory_mb=512, task_storage_mb=300)
+    main_view, side_view = _sidecar_trial(cfg)
     views = {
         "envprep sandbox": sandbox_view,
         "image build (RUN step)": build_view,
         "Harbor trial": trial_view,
+        "trial with a sidecar": main_view,
+        "trial sidecar": side_view,
     }
     for row, view in views.items():
         for column, shown in table[row].items():
@@ -313,6 +353,10 @@ HOSTILE_COMPOSE = {
     "sidecar mount": (
         "services:\n  main: {}\n  db:\n    image: x\n    volumes: ['/var/run/docker.sock:/s']\n"
     ),
+    "named volume": "services:\n  main:\n    volumes: [cache:/cache]\nvolumes:\n  cache: {}\n",
+    "substitution": "services:\n  main: {}\n  db:\n    image: x\n    network_mode: ${N:-host}\n",
+    "host env": "services:\n  main:\n    environment: [OPENAI_API_KEY]\n",
+    "build network": ("services:\n  main: {}\n  db:\n    build: {context: ., network: host}\n"),
 }
 
 
@@ -323,7 +367,7 @@ def test_compose_files_that_reach_the_host_are_refused(tmp_path: Path) -> None:
         (d / "environment").mkdir(parents=True)
         (d / "environment/Dockerfile").write_text(f"FROM {BASE}\n")
         (d / "environment/docker-compose.yaml").write_text(text)
-        errors = compose.check(d / "environment", tuple(cfg.security.capabilities))
+        errors = compose.check(d / "environment")
         assert errors, name
         with pytest.raises(runner.TaskRejected) as err:
             runner.stage([d], tmp_path / "staged", run="t", sec=runner.Security.from_config(cfg))
@@ -332,6 +376,12 @@ def test_compose_files_that_reach_the_host_are_refused(tmp_path: Path) -> None:
     fine.mkdir(parents=True)
     (fine / "docker-compose.yaml").write_text(
         "services:\n  main:\n    init: true\n    network_mode: none\n    environment: [A=1]\n"
-        "    volumes: [cache:/cache, {type: tmpfs, target: /t}]\nvolumes:\n  cache: {}\n"
+        "    depends_on: [db]\n"
+        "  db:\n    image: postgres:16\n    environment: {POSTGRES_PASSWORD: x}\n"
+        "    healthcheck: {test: [CMD, pg_isready], interval: 2s, retries: 5}\n"
     )
-    assert compose.check(fine, tuple(cfg.security.capabilities)) == []
+    parsed = compose.parse(fine)
+    assert parsed.errors == []
+    assert parsed.services["main"].environment == {"A": "1"}
+    assert parsed.services["db"].healthcheck == {"test": ["CMD", "pg_isready"],
+                                                 "interval_s": 2.0, "retries": 5}  # fmt: skip

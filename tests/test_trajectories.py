@@ -18,6 +18,7 @@ from litecoder.config import RolloutAgent
 from litecoder.filters import judge_trial
 from litecoder.harbor import runner
 from litecoder.io import read_jsonl
+from litecoder.sandbox.trial import SPEC_NAME
 from litecoder.stages.filter import read_trials
 from litecoder.stages.rollout import assign, job_config
 from litecoder.standin import StandIn
@@ -259,13 +260,12 @@ def rule_trials(smoke: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         run=runner.run_label(root / "jobs/rules"),
         sec=runner.Security.from_config(cfg),
     )
-    # A task whose environment cannot start: its prebuilt image does not exist.
+    # A task whose environment cannot start: the image its trial spec names does not exist.
     broken = root / "staged/t-broken-env"
     shutil.copytree(staged[0], broken)
-    toml = broken / "task.toml"
-    toml.write_text(
-        re.sub(r'docker_image = ".*"', 'docker_image = "litecoder-trial/none:0"', toml.read_text())
-    )
+    spec = broken / "environment" / SPEC_NAME
+    spec.write_text(re.sub(r'"image": "[^"]*"', '"image": "litecoder-trial/none:0"',
+                           spec.read_text()))  # fmt: skip
     with StandIn() as server:
         conf = job_config(cfg, agents, [staged[0], broken], root / "jobs", "rules", server.base_url)
         (root / "job.json").write_text(json.dumps(conf))
@@ -602,8 +602,14 @@ def test_installed_agents_get_the_teacher_endpoint_they_speak(
     assert all(a["model_name"] == "openai/MiniMax-M2" for a in job["agents"])
     assert "secret-key" not in json.dumps(job)  # keys reach Harbor's process env only
     claude = next(a for a in cfg.rollout.agents if a.name == "claude-code")
-    env = teacher_env(cfg, claude)
+    env = teacher_env(cfg, claude, "lc-token")
     assert env["OPENAI_API_KEY"] == env["ANTHROPIC_AUTH_TOKEN"] == "secret-key"
+    # Terminus-2 gets the job's gateway token, never the key; nothing else of this process.
+    terminus = next(a for a in cfg.rollout.agents if a.name == "terminus-2")
+    env = teacher_env(cfg, terminus, "lc-token")
+    assert env["OPENAI_API_KEY"] == "lc-token" and "MINIMAX_API_KEY" not in env
+    assert set(env) <= {*runner.HARBOR_PASSES, "OPENAI_API_KEY", "LITELLM_LOCAL_MODEL_COST_MAP",
+                        "HARBOR_TELEMETRY"}  # fmt: skip
     # A teacher with no Anthropic-compatible endpoint cannot drive Claude Code: said plainly.
     monkeypatch.setenv("OPENAI_API_KEY", "k")
     cfg = compose_cfg("rollout=mixed_scaffolds", "teacher@models.agent=openai_chat")

@@ -51,15 +51,16 @@ DEFECTS = [
      "network", "download at test time"),
     ("allow-internet", lambda d: (d / "task.toml").write_text(
         GOOD_TOML + "allow_internet = true\n"), "network", "allow_internet"),
-    ("private-registry", lambda d: (d / "task.toml").write_text(
-        GOOD_TOML + 'docker_image = "registry.corp.example:5000/team/env:1"\n'),
+    ("private-registry", lambda d: ((d / "environment/Dockerfile").unlink(),
+                                    (d / "task.toml").write_text(GOOD_TOML +
+        'docker_image = "registry.corp.example:5000/team/env:1"\n')),
      "image", "private registry"),
     ("missing-copy-source", lambda d: (d / "environment/Dockerfile").write_text(
         f"FROM {BASE}\nCOPY data/input.csv /app/\n"), "copy_sources", "does not exist"),
     ("build-download", lambda d: (d / "environment/Dockerfile").write_text(
         f"FROM {BASE}\nRUN pip install requests\n"), "network", "while the image builds"),
     ("host-mount", lambda d: (d / "environment/docker-compose.yaml").write_text(
-        "services:\n  main:\n    volumes: ['/:/host']\n"), "compose", "host mount"),
+        "services:\n  main:\n    volumes: ['/:/host']\n"), "compose", "volumes: not supported"),
     ("privileged", lambda d: (d / "environment/docker-compose.yaml").write_text(
         "services:\n  main:\n    privileged: true\n"), "compose", "privileged"),
     ("no-reward", lambda d: (d / "tests/test.sh").write_text("#!/bin/bash\npytest /tests\n"),
