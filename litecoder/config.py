@@ -717,8 +717,11 @@ class LLM(Strict):
     cache_dir: str = ".litecoder/cache"
     cache: bool = True
     # A stage fails (no DVC lock; a re-run retries what failed) when more of its records than
-    # this share failed on the endpoint rather than on the model's output.
-    max_failed_fraction: float = Field(default=0.02, ge=0, le=1)
+    # this share failed on the endpoint rather than on the model's output: by default any.
+    max_failed_fraction: float = Field(default=0.0, ge=0, le=1)
+    # ... and when more than this share of them stayed unusable after every re-ask (an
+    # endpoint that cuts every answer at max_tokens, a model that cannot follow the format).
+    max_invalid_fraction: float = Field(default=0.5, ge=0, le=1)
     budget: Budget = Budget()
 
 
@@ -798,7 +801,10 @@ class Config(Strict):
 
 
 def _format_error(err: ValidationError) -> str:
-    first = err.errors()[0]
+    # An unknown key is named first: a typo'd key also shows up as the field it meant being
+    # missing, and "missing" alone would hide the typo.
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":

@@ -18,7 +18,7 @@ from litecoder.config import Config
 from litecoder.endpoints import Endpoints
 from litecoder.io import StageError, read_model, read_records
 from litecoder.llm import EndpointError, Limit, LLMClient, ResponseCache, UsageBook, open_cache
-from litecoder.llm.usage import add_to_ledger, read_ledger
+from litecoder.llm.shared import Ledger
 from litecoder.pipeline import Paths, producer
 from litecoder.sandbox.engine import set_project
 
@@ -54,6 +54,7 @@ class StageContext:
             served_as=self.endpoints.served_name(role),
             usage=self.usage.for_teacher(teacher.name),
             book=self.usage,
+            limits_dir=limits_dir(self.root),
         )
 
     def preflight(self, roles: tuple[str, ...]) -> None:
@@ -76,16 +77,30 @@ class StageContext:
             except EndpointError as e:
                 raise StageError(str(e)) from None
 
-    def check_failures(self, stage: str, errors: list[str], total: int) -> None:
-        """Fail the stage (its outputs are written; DVC does not lock it) when more records
-        than llm.max_failed_fraction failed on the endpoint; a re-run retries just those."""
-        limit = self.cfg.llm.max_failed_fraction
-        if total and len(errors) / total > limit:
+    def check_failures(self, stage: str, errors: list[str], total: int, invalid: int = 0) -> None:
+        """After everything else is done (outputs written): fail the stage (non-zero, so DVC
+        does not lock it) when more records than llm.max_failed_fraction failed on the
+        endpoint, or more than llm.max_invalid_fraction stayed unusable. Finished records are
+        in the response cache: a re-run asks only for the others."""
+        llm = self.cfg.llm
+        budget = [e for e in errors if "spending guard" in e]
+        if budget and len(errors) / max(1, total) > llm.max_failed_fraction:
+            raise StageError(
+                f"{stage}: {len(budget)} of {total} records not sent: {budget[0][:400]}"
+            )
+        if total and len(errors) / total > llm.max_failed_fraction:
             common, n = Counter(errors).most_common(1)[0]
             raise StageError(
                 f"{stage}: {len(errors)} of {total} records failed on the endpoint (more than "
-                f"llm.max_failed_fraction {limit}); {n} of them: {common[:300]}. Finished "
-                "records are kept in the response cache: run the stage again to retry the rest"
+                f"llm.max_failed_fraction {llm.max_failed_fraction}); {n} of them: "
+                f"{common[:300]}. Finished records are kept in the response cache: run the "
+                "stage again to retry the rest"
+            )
+        if total and invalid / total > llm.max_invalid_fraction:
+            raise StageError(
+                f"{stage}: {invalid} of {total} records stayed unusable after every re-ask "
+                f"(more than llm.max_invalid_fraction {llm.max_invalid_fraction}): see the "
+                "stage's records for the reasons (answers cut at max_tokens? the format?)"
             )
 
 
@@ -107,13 +122,21 @@ def cache_dir(cfg: Config, root: Path) -> Path | None:
     return d if d.is_absolute() else root / d
 
 
-def usage_book(cfg: Config, ledger: Path) -> UsageBook:
+def usage_book(cfg: Config, ledger: Path, stage: str = "stage") -> UsageBook:
+    """The spending guard of one stage run; every call is settled into the run's ledger as it
+    ends (a killed stage's spend is there too)."""
     b = cfg.llm.budget
     return UsageBook(
         stage_limit=Limit(b.stage.max_cost_usd, b.stage.max_tokens),
         run_limit=Limit(b.run.max_cost_usd, b.run.max_tokens),
-        spent_before=read_ledger(ledger),
+        ledger=Ledger(ledger),
+        stage=stage,
     )
+
+
+def limits_dir(root: Path) -> Path:
+    """Where the rate limits of a project's endpoints are kept (shared by its processes)."""
+    return root / ".litecoder" / "limits"
 
 
 @contextmanager
@@ -123,12 +146,10 @@ def stage_context(
     set_project(root)  # the label on everything this stage makes in Docker
     cache = open_cache(cache_dir(cfg, root))
     paths = Paths(workdir, cfg)
-    usage = usage_book(cfg, paths.ledger)
+    usage = usage_book(cfg, paths.ledger, stage)
     try:
         with Endpoints(cfg, root) as endpoints:
             yield StageContext(cfg, root, paths, endpoints, cache, usage)
     finally:
         if cache is not None:
             cache.close()
-        if usage.total().requests:  # what this run of the stage really spent
-            add_to_ledger(paths.ledger, stage, usage.total())

@@ -50,6 +50,7 @@ class Accounts:
     def add(self, trial: str, agent: str, raw: dict[str, Any], price: Any) -> None:
         usage = raw.get("usage") or {}
         u = Usage(
+            requests=1,  # as the agent saw it (the client's retries are in its own total)
             calls=1,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
@@ -66,9 +67,15 @@ class Gateway:
     """Start with `with Gateway(make_client) as gw:`; agents use `gw.base_url`."""
 
     def __init__(
-        self, make_client: Callable[[], LLMClient], *, port: int = 0, models: Iterable[str] = ()
+        self,
+        make_client: Callable[[], LLMClient],
+        *,
+        port: int = 0,
+        models: Iterable[str] = (),
+        drain_s: float = 120.0,
     ):
         self.make_client = make_client
+        self.drain_s = drain_s
         self.port = port
         self.extra_models = set(models)  # beside the teacher's own
         self.tokens: dict[str, str] = {}  # token -> what it was issued for
@@ -180,7 +187,8 @@ class Gateway:
 
         async def start() -> web.AppRunner:
             self.client = self.make_client()
-            runner = web.AppRunner(self._app(), access_log=None)
+            # On exit the requests in flight are answered first (up to drain_s).
+            runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=self.drain_s)
             await runner.setup()
             try:
                 site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=1024)
@@ -218,7 +226,10 @@ class Gateway:
                 await self.client.aclose()
 
         if self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(30)
+            try:
+                asyncio.run_coroutine_threadsafe(stop(), self._loop).result(self.drain_s + 30)
+            except TimeoutError:
+                log.warning("the gateway stopped with requests still in flight")
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
 

@@ -1,7 +1,9 @@
 """A loopback HTTP proxy in front of an OpenAI-compatible server (the stand-in) that plays what
 real hosted endpoints do: a window of 429s with Retry-After, a window of refused connections
-(the port closes and opens again), or garbage answers forever. Real HTTP, so the real `openai`
-client and litecoder's whole layer are exercised. Runs in its own thread."""
+(the port closes and opens again), garbage answers forever, a share of requests that always
+fail with 500, answers always cut at max_tokens, or a fixed token usage per answer (a price).
+Real HTTP, so the real `openai` client and litecoder's whole layer are exercised. Runs in its
+own thread."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from aiohttp import web
 @dataclass
 class FlakyProxy:
     target: str  # the real server's base URL, e.g. http://127.0.0.1:1234/v1
-    mode: str = "pass"  # pass | garbage
+    mode: str = "pass"  # pass | garbage | truncate (every answer's finish_reason "length")
+    fail_share: float = 0.0  # requests (by body) that always get HTTP 500
+    usage: tuple[int, int] | None = None  # (prompt, completion) tokens every answer reports
     # Outages, each (path ending, requests to it passed through before it starts, "429" |
     # "refused", seconds); each starts once.
     outages: list[tuple[str, int, str, float]] = field(default_factory=list)
@@ -95,6 +99,11 @@ class FlakyProxy:
             if self.mode == "garbage":
                 return web.Response(status=200, text="<html>upstream broke</html>")
         body = await request.read()
+        if request.method == "POST" and self.fail_share:
+            import hashlib
+
+            if int(hashlib.sha256(body).hexdigest(), 16) % 10_000 < self.fail_share * 10_000:
+                return web.json_response({"error": {"message": "internal error"}}, status=500)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",)}
         url = self.target.rstrip("/").removesuffix("/v1") + request.path_qs
         async with self._session.request(request.method, url, data=body, headers=headers) as r:
@@ -103,6 +112,22 @@ class FlakyProxy:
                 for path in {p for p, *_ in self.outages} | set(self.passed):
                     if request.path.endswith(path):
                         self.passed[path] = self.passed.get(path, 0) + 1
+            if (
+                request.method == "POST"
+                and r.status == 200
+                and (self.usage or self.mode == "truncate")
+            ):
+                import json
+
+                doc = json.loads(data)
+                if self.usage:
+                    pt, ct = self.usage
+                    doc["usage"] = {"prompt_tokens": pt, "completion_tokens": ct,
+                                    "total_tokens": pt + ct}  # fmt: skip
+                if self.mode == "truncate":
+                    for choice in doc.get("choices") or []:
+                        choice["finish_reason"] = "length"
+                data = json.dumps(doc).encode()
             return web.Response(status=r.status, body=data, content_type=r.content_type)
 
     def answered_since(self, t: float) -> int:

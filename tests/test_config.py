@@ -10,7 +10,7 @@ import yaml
 from dvc.utils.hydra import compose_and_dump
 
 from litecoder.config import ConfigError, compose, validate
-from tests.conftest import REPO, compose_cfg, run
+from tests.conftest import REPO, compose_cfg, make_project, run
 
 KEYS = {"KIMI_API_KEY": "k", "MINIMAX_API_KEY": "m", "OPENAI_API_KEY": "o"}
 
@@ -160,6 +160,23 @@ def test_bad_config_fails_cli_before_any_call(tmp_path: Path) -> None:
     r = run(["litecoder", "dedup", "--params", str(bad)], tmp_path, check=False)
     assert r.returncode == 2 and "dedup.threshold: Input should be a valid number" in r.stderr
     assert not (tmp_path / "data").exists()
+    # A typo in a hand-edited params.yaml: the unknown key is what is named, not the field
+    # it meant (which is then missing).
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["dedup"]["treshold"] = data["dedup"].pop("threshold")
+    bad.write_text(yaml.safe_dump(data))
+    r = run(["litecoder", "dedup", "--params", str(bad)], tmp_path, check=False)
+    assert r.returncode == 2 and "dedup.treshold: unknown key" in r.stderr, r.stderr
+
+
+def test_run_reports_a_stage_error_as_the_stage_does(tmp_path: Path) -> None:
+    """`litecoder run` (the Hydra app): a stage that cannot start is one line with the
+    stage's exit code, as `litecoder <stage>` says it, not a traceback and exit 1."""
+    project = make_project(tmp_path / "p", git=False)
+    r = run(["litecoder", "run", "--stages", "judge", "tracking=disabled"], project, check=False)
+    assert r.returncode == 4, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in r.stderr
+    assert "run `litecoder sample` first" in r.stderr
 
 
 def test_params_yaml_matches_conf(tmp_path: Path) -> None:

@@ -79,6 +79,7 @@ def test_calls_are_accounted_per_trial_and_streams_pass_through() -> None:
     assert per["trial-b"]["calls"] == 1 and per["trial-b"]["completion_tokens"] == 50
     assert per["trial-a"]["cost_usd"] == pytest.approx(2 * (100 * 1 + 50 * 2) / 1e6)
     assert summary["total"]["calls"] == 3 and summary["per_agent"]["a1"]["calls"] == 3
+    assert summary["per_agent"]["a1"]["requests"] == 3  # not 0 beside its tokens
 
 
 def test_an_outage_waits_instead_of_failing_the_agent() -> None:
@@ -168,3 +169,40 @@ def test_rollout_goes_through_the_gateway(smoke: Path, tmp_path: Path) -> None:
     for i, start in enumerate(posts):
         in_window = sum(1 for t in posts[i:] if t < start + 5)
         assert in_window <= 5 * rpm // 60 + 1, (in_window, rpm)
+
+
+def test_sigterm_drains_the_gateway_and_exits_0(tmp_path: Path) -> None:
+    """`litecoder gateway` told to stop while a request is in flight: the request is answered,
+    then the process exits 0 (the run's ledger has the call)."""
+    import signal
+    import subprocess
+    import threading
+
+    project = make_project(tmp_path / "p", git=False)
+    with ScriptedAPI(lambda n, body: [("ok", "late answer")], latency_s=3.0) as api:
+        point_offline_teacher(project, api.base_url)
+        # The scripted server serves any model name the teacher config gives it.
+        api.models = ["litecoder-offline-stand-in"]
+        proc = subprocess.Popen(
+            ["litecoder", "gateway"],
+            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        token = proc.stdout.readline().split()[1]
+        url = proc.stdout.readline().split()[1]
+        got: dict[str, str] = {}
+
+        def ask() -> None:
+            got["text"] = _agent_call(url, "t", key=token, model="litecoder-offline-stand-in")
+
+        t = threading.Thread(target=ask)
+        t.start()
+        while not api.requests:  # the request reached the endpoint: it is in flight
+            t.join(0.05)
+        proc.send_signal(signal.SIGTERM)
+        t.join(60)
+        _, err = proc.communicate(timeout=180)
+    assert got.get("text") == "late answer"
+    assert proc.returncode == 0, err[-2000:]
+    spend = run(["litecoder", "spend", "--json"], project).stdout
+    assert json.loads(spend)["gateway"]["calls"] == 1

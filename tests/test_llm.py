@@ -179,7 +179,9 @@ def test_truncated_answers_are_invalid_output() -> None:
 def test_spending_guard_stops_requests() -> None:
     from litecoder.llm import Limit, UsageBook
 
-    book = UsageBook(stage_limit=Limit(max_cost_usd=0.003))  # each call costs $0.002
+    # Each call costs $0.002; its worst case (every prompt byte a token, 2048 answer tokens at
+    # $2 per million) about $0.0041: a second call could pass $0.005, so it is not sent.
+    book = UsageBook(stage_limit=Limit(max_cost_usd=0.005))
     with ScriptedAPI(lambda n, body: [("ok", "x", 1000, 500)]) as api:
         t = teacher(api.base_url, price=Price(input_per_mtok=1.0, output_per_mtok=2.0))
 
@@ -195,10 +197,10 @@ def test_spending_guard_stops_requests() -> None:
                 return out
 
         out = asyncio.run(go())
-    assert [isinstance(o, LLMError) for o in out] == [False, False, True, True, True]
-    err = out[2]
+    assert [isinstance(o, LLMError) for o in out] == [False, True, True, True, True]
+    err = out[1]
     assert isinstance(err, LLMError) and err.budget and "max_cost_usd" in str(err)
-    assert len(api.requests) == 2
+    assert len(api.requests) == 1 and book.total().cost_usd <= 0.005
 
 
 @pytest.mark.parametrize(
@@ -413,3 +415,52 @@ async def _chat_validated(t: Teacher, usage: Usage, max_reasks: int) -> Any:
 async def _many(t: Teacher, n: int, usage: Usage | None = None) -> list[Any]:
     async with client(t, usage=usage) as c:
         return list(await asyncio.gather(*(c.complete(f"p{i}", seed=i) for i in range(n))))
+
+
+def test_a_silent_server_is_named_and_cut_at_the_time_budget() -> None:
+    """A server that accepts connections and never answers: "no answer in N s", never
+    "cannot connect"; a call ends when max_wait_s does, not a whole timeout_s later."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    t = teacher(f"http://127.0.0.1:{srv.getsockname()[1]}/v1", timeout_s=4, max_wait_s=6)
+
+    async def go() -> tuple[str, str, float]:
+        from litecoder.llm import EndpointError
+
+        async with LLMClient(t, retry_initial_s=0.05) as c:
+            try:
+                await c.preflight(timeout_s=1)
+                pre = ""
+            except EndpointError as e:
+                pre = str(e)
+            start = time.monotonic()
+            try:
+                await c.chat([{"role": "user", "content": "hello?"}])
+                call = ""
+            except LLMError as e:
+                call = str(e)
+            return pre, call, time.monotonic() - start
+
+    try:
+        pre, call, took = asyncio.run(go())
+    finally:
+        srv.close()
+    assert pre.endswith("no answer in 1 s") and "cannot connect" not in pre
+    # The attempt in flight was cut when the 6 s ran out (only that path says so), not left
+    # to run its whole 4 s timeout past the budget; the earlier one said why it failed.
+    assert "no answer before max_wait_s 6 ran out" in call and "no answer in 4 s" in call
+    assert "cannot connect" not in call and took >= 6

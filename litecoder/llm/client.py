@@ -2,7 +2,8 @@
 
 - the real async `openai` client (aiohttp transport) against any OpenAI-compatible base_url,
   raw `/v1/completions` (MAGPIE) and `/v1/chat/completions`;
-- bounded concurrency, requests- and tokens-per-minute limits (aiolimiter, per-second buckets);
+- bounded concurrency, requests- and tokens-per-minute limits (evenly spaced slots, shared by
+  every process of a project through `limits_dir`: `litecoder.llm.shared.RateSchedule`);
 - transient failures (429, 5xx, timeouts, refused or dropped connections, empty or
   undecodable answers) retried with backoff, honouring `Retry-After`, until the request's time
   budget (`max_wait_s`) is spent; a circuit breaker per endpoint (`breaker`);
@@ -10,13 +11,15 @@
 - re-asks when the output fails to parse or validate, or was cut at `max_tokens`;
 - a persistent response cache keyed by the full request (`litecoder.cache`), identical
   requests in flight sharing one call;
-- usage per teacher (requests, tokens, USD) and the spending guard (`usage`);
+- usage per teacher (requests, tokens, USD) and the spending guard (`usage`): each request's
+  worst case is reserved before it is sent, settled with its real cost after;
 - `preflight()`: a quick check of the endpoint before a stage spends anything on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -25,17 +28,18 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiohttp
 import openai
-from aiolimiter import AsyncLimiter
 
 from litecoder.cache import ResponseCache
 from litecoder.config import Teacher
 from litecoder.llm.breaker import breaker_for
 from litecoder.llm.parse import InvalidOutput, one_line
-from litecoder.llm.usage import BudgetExceeded, Usage, UsageBook
+from litecoder.llm.shared import RateSchedule
+from litecoder.llm.usage import BudgetExceeded, Reservation, Usage, UsageBook
 
 try:  # openai >= 3 ships its own httpx fork
     import httpx2 as httpx
@@ -123,6 +127,10 @@ def _connection_cause(exc: BaseException) -> str | None:
         return "connection refused"
     if re.search(r"Name or service not known|nodename|resolv|getaddrinfo|DNSError", text, re.I):
         return "cannot resolve the host name"
+    if any(isinstance(e, aiohttp.ConnectionTimeoutError) for e in chain):
+        return "cannot connect (timed out connecting)"
+    if any(isinstance(e, TimeoutError) for e in chain):
+        return None  # connected, then silence: the caller says "no answer in N s"
     if any(isinstance(e, OSError) for e in chain) or "Cannot connect" in text:
         return f"cannot connect ({one_line(chain[-1])[:160]})"
     return None
@@ -159,6 +167,7 @@ class LLMClient:
         retry_max_s: float = 30.0,
         share_identical: bool = True,
         served_as: str | None = None,
+        limits_dir: Path | None = None,
     ):
         self.teacher = teacher
         # The name the endpoint answers to, when not the teacher's `model` (a server litecoder
@@ -189,12 +198,24 @@ class LLMClient:
             ),
         )
         self._sem = asyncio.Semaphore(lim.concurrency)
-        # Per-second leaky buckets: a per-minute budget without a minute's worth of burst.
-        self._rpm = _per_second(lim.requests_per_minute)
-        self._tpm = _per_second(lim.tokens_per_minute)
+        # Rate limits as evenly spaced slots, shared with every process that uses the same
+        # endpoint and model from this project (shards, sweep members, a gateway).
+        self._rpm = self._schedule("rpm", lim.requests_per_minute, limits_dir)
+        self._tpm = self._schedule("tpm", lim.tokens_per_minute, limits_dir)
         self._inflight: dict[str, asyncio.Future[Response]] = {}
         self._key = key
         self._session: aiohttp.ClientSession | None = None  # the gateway's plain transport
+
+    def _schedule(
+        self, kind: str, per_minute: int | None, where: Path | None
+    ) -> RateSchedule | None:
+        if not per_minute:
+            return None
+        path = None
+        if where is not None:
+            ident = f"{self.base_url}|{self.teacher.model}|{kind}"
+            path = where / f"{kind}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.json"
+        return RateSchedule(per_minute, path)
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -218,8 +239,8 @@ class LLMClient:
             page = await self._client.with_options(timeout=timeout_s, max_retries=0).models.list()
         except openai.APIConnectionError as e:  # APITimeoutError included
             cause = _connection_cause(e)
-            if cause is None and isinstance(e, openai.APITimeoutError):
-                raise EndpointError(f"{name}: {url} did not answer in {timeout_s:.0f}s") from None
+            if cause is None:
+                raise EndpointError(f"{name}: {url}: no answer in {timeout_s:g} s") from None
             raise EndpointError(f"{name}: cannot reach {url}: {cause or one_line(e)}") from None
         except openai.APIStatusError as e:
             code = e.status_code
@@ -300,6 +321,10 @@ class LLMClient:
         """An agent's request, passed on as it came (the gateway), under the same policies.
         A proxy has no use for the SDK's request building: it goes out as plain HTTP."""
         body = {k: v for k, v in body.items() if v is not None}
+        if self.book is not None and self.book.guarded and not _max_out(body):
+            # A request without an answer cap has no worst case to reserve: it gets the
+            # teacher's configured max_tokens.
+            body["max_tokens"] = self.teacher.sampling.max_tokens
         return await self._send(kind, body, "", meta, post=self._post_plain)
 
     # -- validated calls with re-asks --
@@ -448,7 +473,7 @@ class LLMClient:
         except openai.APIConnectionError as e:  # APITimeoutError included
             cause = _connection_cause(e)
             if cause is None and isinstance(e, openai.APITimeoutError):
-                cause = f"no answer in {self.teacher.timeout_s:g}s"
+                cause = f"no answer in {self.teacher.timeout_s:g} s"
             raise Transient(cause or f"connection error: {one_line(e)[:160]}") from None
         except openai.APIError as e:
             raise Transient(f"the answer is not an OpenAI response ({one_line(e)[:120]})") from None
@@ -477,7 +502,7 @@ class LLMClient:
                 status = r.status
                 retry_after = r.headers.get("retry-after")
         except TimeoutError:
-            raise Transient(f"no answer in {self.teacher.timeout_s:g}s") from None
+            raise Transient(f"no answer in {self.teacher.timeout_s:g} s") from None
         except aiohttp.ClientError as e:
             cause = _connection_cause(e) or f"connection error: {one_line(e)[:160]}"
             raise Transient(cause) from None
@@ -518,17 +543,31 @@ class LLMClient:
                 except TimeoutError:
                     raise LLMError(self._gave_up(last, start, attempt)) from None
                 self.usage.waited_outage_s += time.monotonic() - waited_from
-                if self.book is not None:
-                    try:
-                        self.book.check()
-                    except BudgetExceeded as e:
-                        raise LLMError(str(e), budget=True) from None
                 try:
                     async with self._sem:
                         await self._throttle(kind, body)
+                        reservation = self._reserve(kind, body)
                         self.usage.requests += 1
                         attempt += 1
-                        raw = await post(kind, body, meta)
+                        spent = None
+                        try:
+                            left = deadline - time.monotonic()
+                            if left <= 0:
+                                raise Transient(last or "no time left")
+                            try:
+                                raw = await asyncio.wait_for(post(kind, body, meta), left)
+                            except TimeoutError:
+                                # The whole attempt ends with the request's time budget.
+                                before = f"; before: {last}" if last else ""
+                                raise LLMError(
+                                    f"{self.teacher.name}: no answer before max_wait_s "
+                                    f"{self.teacher.max_wait_s:g} ran out ({attempt} tries"
+                                    f"{before})"
+                                ) from None
+                            resp = _to_response(kind, raw, key, cached=False)
+                            spent = self._cost(resp.prompt_tokens, resp.completion_tokens)
+                        finally:
+                            self._settle(reservation, spent)
                 except Transient as t:
                     breaker.failure(probe)
                     last = str(t)
@@ -542,8 +581,8 @@ class LLMClient:
                     log.debug("retrying %s in %.1fs after %s", self.teacher.name, wait, last)
                     await asyncio.sleep(wait)
                     continue
-                except LLMError:
-                    if probe:  # a permanent answer is still an answer: the endpoint is up
+                except LLMError as e:
+                    if probe and not e.budget:  # a permanent answer: the endpoint is up
                         breaker.success()
                     raise
                 breaker.success()
@@ -553,18 +592,54 @@ class LLMClient:
             raise
         finally:
             self.usage.llm_seconds += time.monotonic() - start
-        self.usage.calls += 1
-        resp = _to_response(kind, raw, key, cached=False)
-        self.usage.prompt_tokens += resp.prompt_tokens
-        self.usage.completion_tokens += resp.completion_tokens
-        price = self.teacher.price
-        self.usage.cost_usd += (
-            resp.prompt_tokens * price.input_per_mtok
-            + resp.completion_tokens * price.output_per_mtok
-        ) / 1e6
+        assert spent is not None
+        self.usage.add(spent)
         if self.cache is not None and key:
             self.cache.put(key, kind, self.teacher.model, raw)
         return resp
+
+    # -- the spending guard --
+
+    def _worst_case(self, kind: Kind, body: dict[str, Any]) -> tuple[float, int]:
+        """A request's most possible cost: every byte of its prompt a token (no tokenizer
+        makes more; a few per message for the chat template), and its whole answer cap."""
+        if kind == "completion":
+            prompt, n_msgs = str(body.get("prompt", "")), 0
+        else:
+            msgs = body.get("messages") or []
+            prompt, n_msgs = json.dumps(msgs, ensure_ascii=False), len(msgs)
+        prompt_tokens = len(prompt.encode()) + 8 * n_msgs + 16
+        out = _max_out(body) or self.teacher.sampling.max_tokens
+        price = self.teacher.price
+        cost = (prompt_tokens * price.input_per_mtok + out * price.output_per_mtok) / 1e6
+        return cost, prompt_tokens + out
+
+    def _reserve(self, kind: Kind, body: dict[str, Any]) -> Reservation | None:
+        if self.book is None or not self.book.guarded:
+            return None
+        cost, tokens = self._worst_case(kind, body)
+        ttl = self.teacher.max_wait_s + self.teacher.timeout_s + 60
+        try:
+            return self.book.reserve(cost, tokens, ttl)
+        except BudgetExceeded as e:
+            raise LLMError(str(e), transient=False, budget=True) from None
+
+    def _settle(self, reservation: Reservation | None, spent: Usage | None) -> None:
+        if self.book is not None:
+            self.book.settle(reservation, spent)
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> Usage:
+        """One answered call as usage (tokens and USD at the configured prices)."""
+        price = self.teacher.price
+        return Usage(
+            calls=1,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=(
+                prompt_tokens * price.input_per_mtok + completion_tokens * price.output_per_mtok
+            )
+            / 1e6,
+        )
 
     def _gave_up(self, last: str, start: float, attempts: int) -> str:
         spent = time.monotonic() - start
@@ -579,8 +654,7 @@ class LLMClient:
             await self._rpm.acquire()
         if self._tpm is not None:
             text = body["prompt"] if kind == "completion" else json.dumps(body["messages"])
-            estimate = len(text) // 4 + int(body.get("max_tokens") or 0)
-            await self._tpm.acquire(min(estimate, self._tpm.max_rate))
+            await self._tpm.acquire(len(text) // 4 + _max_out(body))
 
     # -- streaming, for agents that stream (the gateway) --
 
@@ -607,15 +681,12 @@ class LLMClient:
                 probe = await breaker.admit(deadline)
             except TimeoutError:
                 raise LLMError(self._gave_up(last, start, attempt)) from None
-            if self.book is not None:
-                try:
-                    self.book.check()
-                except BudgetExceeded as e:
-                    raise LLMError(str(e), budget=True) from None
             async with self._sem:
                 await self._throttle(kind, body)
+                reservation = self._reserve(kind, body)
                 self.usage.requests += 1
                 attempt += 1
+                spent = Usage()
                 try:
                     stream = await create(**body, extra_headers=headers)
                     started = False
@@ -623,10 +694,15 @@ class LLMClient:
                         raw = chunk.model_dump(mode="json")
                         started = True
                         usage = raw.get("usage") or {}
-                        self._account(usage)
+                        if usage:
+                            spent = self._cost(
+                                int(usage.get("prompt_tokens") or 0),
+                                int(usage.get("completion_tokens") or 0),
+                            )
                         yield raw
                     breaker.success()
-                    self.usage.calls += 1
+                    spent.calls = 1
+                    self.usage.add(spent)
                     return
                 except (openai.APIStatusError, openai.APIConnectionError) as e:
                     if started:
@@ -635,18 +711,18 @@ class LLMClient:
                         raise LLMError(f"HTTP {e.status_code}", transient=False) from None
                     breaker.failure(probe)
                     last = one_line(e)[:160]
+                finally:
+                    self._settle(reservation, spent)
             wait = min(self._backoff(attempt), deadline - time.monotonic() - 0.05)
             if wait <= 0:
                 raise LLMError(self._gave_up(last, start, attempt))
             self.usage.retries += 1
             await asyncio.sleep(wait)
 
-    def _account(self, usage: dict[str, Any]) -> None:
-        pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        self.usage.prompt_tokens += pt
-        self.usage.completion_tokens += ct
-        price = self.teacher.price
-        self.usage.cost_usd += (pt * price.input_per_mtok + ct * price.output_per_mtok) / 1e6
+
+def _max_out(body: dict[str, Any]) -> int:
+    """A request's answer cap (0: none given)."""
+    return int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
 
 
 def _answer(content: bytes) -> dict[str, Any]:
@@ -661,10 +737,6 @@ def _answer(content: bytes) -> dict[str, Any]:
     if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
         raise Transient("the answer has no choices")
     return raw
-
-
-def _per_second(per_minute: int | None) -> AsyncLimiter | None:
-    return AsyncLimiter(max(1.0, per_minute / 60), 1.0) if per_minute else None
 
 
 def _to_response(kind: Kind, raw: dict[str, Any], key: str, *, cached: bool) -> Response:

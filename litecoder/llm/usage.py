@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import threading
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from litecoder.io import write_json
+from litecoder.llm.shared import USAGE_KEYS, Ledger
 
 
 @dataclass
@@ -49,16 +48,42 @@ class Limit:
     max_cost_usd: float | None = None
     max_tokens: int | None = None
 
+    @property
+    def set(self) -> bool:
+        return self.max_cost_usd is not None or self.max_tokens is not None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    cost_usd: float
+    tokens: int
+    ledger_id: str | None = None
+
 
 @dataclass
 class UsageBook:
     """Usage per teacher for one stage run, and the spending guard: a limit for the stage and
-    one for the whole run (everything spent in this run directory, kept in a ledger)."""
+    one for the whole run (everything spent in this run directory by any process: its
+    `Ledger`).
+
+    Before a request is sent its worst case (every prompt token and `max_tokens` of answer, at
+    the configured prices) is reserved; a request whose reservation would take the stage or
+    the run past a limit is not sent. After the answer the reservation is settled with what
+    the call really cost, in this book and in the ledger, so spend can never pass a limit by
+    more than what one answer exceeds its own worst case."""
 
     by_teacher: dict[str, Usage] = field(default_factory=dict)
     stage_limit: Limit = field(default_factory=Limit)
     run_limit: Limit = field(default_factory=Limit)
-    spent_before: Usage = field(default_factory=Usage)  # earlier stage runs (the ledger)
+    ledger: Ledger | None = None
+    stage: str = "stage"
+    reserved_usd: float = 0.0  # this stage's calls in flight
+    reserved_tokens: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def guarded(self) -> bool:
+        return self.stage_limit.set or self.run_limit.set
 
     def for_teacher(self, name: str) -> Usage:
         return self.by_teacher.setdefault(name, Usage())
@@ -69,29 +94,53 @@ class UsageBook:
             tot.add(u)
         return tot
 
+    def reserve(self, cost_usd: float, tokens: int, ttl_s: float) -> Reservation:
+        """Reserve a request's worst case, or BudgetExceeded when it would pass a limit."""
+        with self._lock:
+            now = self.total()
+            _check(
+                "this stage",
+                "llm.budget.stage",
+                self.stage_limit,
+                now.cost_usd + self.reserved_usd + cost_usd,
+                now.tokens + self.reserved_tokens + tokens,
+                cost_usd,
+            )
+            self.reserved_usd += cost_usd
+            self.reserved_tokens += tokens
+        rid = None
+        if self.ledger is not None and self.run_limit.set:
+            try:
+                rid = self.ledger.reserve(
+                    self.stage,
+                    cost_usd,
+                    tokens,
+                    ttl_s,
+                    lambda c, t: _check(
+                        "this run", "llm.budget.run", self.run_limit, c, t, cost_usd
+                    ),
+                )
+            except BaseException:
+                with self._lock:
+                    self.reserved_usd -= cost_usd
+                    self.reserved_tokens -= tokens
+                raise
+        return Reservation(cost_usd, tokens, rid)
+
+    def settle(self, r: Reservation | None, spent: Usage | None) -> None:
+        """A request ended (answered or not): its reservation goes; `spent` (what it really
+        cost, already counted in its teacher's Usage) goes to the ledger."""
+        if r is not None:
+            with self._lock:
+                self.reserved_usd -= r.cost_usd
+                self.reserved_tokens -= r.tokens
+        if self.ledger is not None and ((r is not None and r.ledger_id) or spent is not None):
+            delta = {k: getattr(spent, k) for k in USAGE_KEYS} if spent is not None else {}
+            self.ledger.settle(r.ledger_id if r else None, self.stage, delta)
+
     def check(self) -> None:
-        """Raise BudgetExceeded once a limit is reached (in-flight calls still finish)."""
-        now = self.total()
-        for scope, lim, cost, tokens in (
-            ("this stage", self.stage_limit, now.cost_usd, now.tokens),
-            (
-                "this run",
-                self.run_limit,
-                now.cost_usd + self.spent_before.cost_usd,
-                now.tokens + self.spent_before.tokens,
-            ),
-        ):
-            knob = "llm.budget." + ("stage" if scope == "this stage" else "run")
-            if lim.max_cost_usd is not None and cost >= lim.max_cost_usd:
-                raise BudgetExceeded(
-                    f"spending guard: {scope} spent ${cost:.4f} of max_cost_usd "
-                    f"{lim.max_cost_usd} (raise {knob}.max_cost_usd and run again to go on)"
-                )
-            if lim.max_tokens is not None and tokens >= lim.max_tokens:
-                raise BudgetExceeded(
-                    f"spending guard: {scope} used {tokens} of max_tokens {lim.max_tokens} "
-                    f"tokens (raise {knob}.max_tokens and run again to go on)"
-                )
+        """Raise BudgetExceeded when a limit is already reached (nothing more may be sent)."""
+        self.settle(self.reserve(0.0, 0, 1.0), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,21 +149,21 @@ class UsageBook:
         }
 
 
-def read_ledger(path: Path) -> Usage:
-    """What earlier stage runs in this run directory spent."""
-    tot = Usage()
-    if path.exists():
-        for u in json.loads(path.read_text()).values():
-            tot.add(Usage(**{k: v for k, v in u.items() if k in Usage.__dataclass_fields__}))
-    return tot
-
-
-def add_to_ledger(path: Path, stage: str, usage: Usage) -> None:
-    data = json.loads(path.read_text()) if path.exists() else {}
-    old = Usage(**{k: v for k, v in data.get(stage, {}).items() if k in Usage.__dataclass_fields__})
-    old.add(usage)
-    data[stage] = old.to_dict()
-    write_json(path, data)
+def _check(scope: str, knob: str, lim: Limit, cost: float, tokens: int, this: float) -> None:
+    """BudgetExceeded when `cost`/`tokens` (spent, reserved and this request's worst case)
+    would pass `lim`."""
+    if lim.max_cost_usd is not None and cost > lim.max_cost_usd + 1e-12:
+        before = cost - this
+        raise BudgetExceeded(
+            f"spending guard: {scope} would pass max_cost_usd {lim.max_cost_usd} (${before:.4f} "
+            f"spent or reserved, the next request up to ${this:.4f}); raise "
+            f"{knob}.max_cost_usd and run again to go on (finished calls are kept)"
+        )
+    if lim.max_tokens is not None and tokens > lim.max_tokens:
+        raise BudgetExceeded(
+            f"spending guard: {scope} would pass max_tokens {lim.max_tokens} ({tokens} with the "
+            f"next request's worst case); raise {knob}.max_tokens and run again to go on"
+        )
 
 
 def output_rates(outcomes: list[tuple[bool, int]], completion_tokens: int, wall_s: float) -> dict:

@@ -153,5 +153,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     metrics = track.finish()
     # Tasks the endpoint failed (not the model's doing): the stage is not done with them.
     errors = [o.reason or "" for o in outcomes if (o.reason or "").startswith("llm_error")]
-    ctx.check_failures("envprep", errors, len(outcomes))
+    invalid = sum(
+        (o.reason or "").startswith(("invalid_output", "invalid output after")) for o in outcomes
+    )
+    ctx.check_failures("envprep", errors, len(outcomes), invalid=invalid)
     return metrics

@@ -173,5 +173,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
     metrics = track.finish()
     asked = [r for r in judged if r.judge is not None]
     errors = [r.judge.error or "" for r in asked if r.judge and r.judge.error_kind == "api"]
-    ctx.check_failures("judge", errors, len(asked))
+    invalid = sum(bool(r.judge and r.judge.error_kind == "invalid_output") for r in asked)
+    ctx.check_failures("judge", errors, len(asked), invalid=invalid)
     return metrics

@@ -174,6 +174,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ]
     metrics = track.finish()
     ctx.check_failures(
-        "sample", [r.error or "" for r in records if r.error_kind == "api"], len(records)
+        "sample",
+        [r.error or "" for r in records if r.error_kind == "api"],
+        len(records),
+        invalid=sum(r.error_kind == "invalid_output" for r in records),
     )
     return metrics
