@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from litecoder.llm import META_HEADER, LLMClient, LLMError, Usage
+from litecoder.llm import META_HEADER, LLMClient, LLMError, Usage, split_reasoning
 
 log = logging.getLogger(__name__)
 SESSION_HEADER = "X-Litecoder-Session"
@@ -153,6 +153,8 @@ class Gateway:
             return _error(429 if e.budget else 503 if e.transient else 400, str(e))
         assert resp.raw is not None
         self.accounts.add(trial, agent, resp.raw, self.client.teacher.price)
+        if kind == "chat":
+            reasoning_apart(resp.raw)
         return web.Response(body=json.dumps(resp.raw).encode(), content_type="application/json")
 
     async def _stream(
@@ -250,6 +252,21 @@ class Gateway:
                 for k, v in sorted(self.accounts.by_trial.items())
             },
         }
+
+
+def reasoning_apart(raw: dict[str, Any]) -> None:
+    """A reasoning model's inline `<think>` block moved to the message's `reasoning_content`
+    (where agents and Harbor's trajectories keep reasoning), so the agent reads its commands
+    from the answer alone."""
+    for choice in raw.get("choices") or []:
+        msg = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(msg, dict) or not isinstance(msg.get("content"), str):
+            continue
+        answer, reasoning = split_reasoning(msg["content"])
+        if reasoning:
+            msg["content"] = answer
+            before = msg.get("reasoning_content")
+            msg["reasoning_content"] = f"{before}\n\n{reasoning}" if before else reasoning
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -170,4 +170,5 @@ class SftRow(Record):
     part: int = 0
     turns: int
     tokens: int
+    trained_tokens: int = 0  # tokens of its assistant turns, by the student's chat template
     source: str = "litecoder"  # or the name of the external dataset (sft.external) it is from

@@ -147,19 +147,18 @@ def litecoder_leftovers() -> dict[str, list[str]]:
     of the projects of this pytest process (see `_docker_project`)."""
     from litecoder.sandbox.engine import IMAGE_LABEL, LABEL, PROJECT_LABEL, docker_client
 
-    def ours(obj: object) -> bool:
-        project = (getattr(obj, "labels", None) or {}).get(PROJECT_LABEL, "")
+    def ours(labels: dict[str, str] | None) -> bool:
+        project = (labels or {}).get(PROJECT_LABEL, "")
         return any(project == b or project.startswith(b + "/") for b in _BASETEMP)
 
     client = docker_client()
     containers = [
         c.name
         for c in client.containers.list(all=True, ignore_removed=True, filters={"label": LABEL})
-        if ours(c)
+        if ours(c.labels)
     ]
-    dangling = [
-        i.id
-        for i in client.images.list(filters={"dangling": True, "label": IMAGE_LABEL})
-        if ours(i)
-    ]
+    # The engine's list, not one inspect per image: another test process may remove an image
+    # between the two (404).
+    raw = client.api.images(filters={"dangling": True, "label": IMAGE_LABEL})
+    dangling = [i["Id"] for i in raw if ours(i.get("Labels"))]
     return {"containers": containers, "dangling_images": dangling}

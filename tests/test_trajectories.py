@@ -24,6 +24,7 @@ from litecoder.stages.rollout import assign, job_config
 from litecoder.standin import StandIn
 from litecoder.trajectory import FORMATS, Trajectory, load_atif, read_commands, render
 from tests.conftest import (
+    REPO,
     compose_cfg,
     litecoder_leftovers,
     make_project,
@@ -92,6 +93,36 @@ def test_sft_dataset_loads_and_the_funnel_adds_up(smoke: Path) -> None:
     assert fun["trials"] >= fun["kept"] and fun["rows"] >= fun["kept"] > 0
     shown = run(["dvc", "metrics", "show", "--json"], smoke).stdout
     assert "metrics/funnel.json" in shown and '"rows"' in shown
+
+
+def test_sft_rows_are_checked_against_the_students_template(smoke: Path, tmp_path: Path) -> None:
+    """Every row rendered with SmolLM2's own chat template: no empty assistant turn; the
+    trained tokens are exactly the ones Axolotl's chat_template strategy (as the smoke's recipe
+    renders it) puts a label on; a format the template cannot render (tool calls in ChatML
+    without a tool-call branch) stops the stage with one line, before anything is written."""
+    m = json.loads((smoke / "metrics/sft.json").read_text())
+    rows = read_jsonl(smoke / "data/sft/train.jsonl")
+    assert m["rows_with_empty_assistant_turn"] == 0
+    assert m["assistant_turns"] == sum(r["turns"] for r in rows) > 0
+    assert m["trained_tokens"] == sum(r["trained_tokens"] for r in rows) > 0
+    # Loss on assistant turns only: Axolotl's own count for the first rows.
+    helpers = REPO / "litecoder/train_env/helpers.py"
+    counts = run([str(REPO / ".venv-train/bin/python"), str(helpers), "trained-tokens",
+                  "--config", str(smoke / "models/smoke/axolotl.yaml"),
+                  "--rows", str(smoke / "data/sft/train.jsonl"), "--n", "3"], smoke,
+                 timeout=600).stdout.splitlines()  # fmt: skip
+    got = [json.loads(x) for x in counts if x.startswith("{")]
+    assert [g["trained"] for g in got] == [r["trained_tokens"] for r in rows[:3]]
+    assert all(0 < g["trained"] < g["total"] for g in got)  # the prompts carry no loss
+
+    project = make_project(tmp_path / "p", git=False)
+    shutil.copytree(smoke / "data/trajectories", project / "data/trajectories")
+    r = run(["litecoder", "sft", "sft.formats={openai_tools: 1.0}", "tracking=disabled"],
+            project, check=False, timeout=900)  # fmt: skip
+    assert r.returncode == 5, r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: sft: the student's chat template") and "openai_tools" in line
+    assert not (project / "data/sft/train.jsonl").exists()
 
 
 def _kept(smoke: Path) -> list[Trajectory]:

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field, model_validator
 
 from litecoder.config import AgentSettings
-from litecoder.llm import LLMClient, parse_json_object
+from litecoder.llm import LLMClient, parse_json_as, split_reasoning
 from litecoder.sandbox import ExecResult
 
 Status = Literal[
@@ -64,7 +64,7 @@ class Turn(BaseModel):
 
 
 def parse_turn(text: str) -> Turn:
-    return Turn.model_validate(parse_json_object(text))
+    return parse_json_as(text, Turn.model_validate)
 
 
 class Executor(Protocol):
@@ -144,7 +144,8 @@ async def run_agent(
             result.reason = out.error or ""
             return result
         assert out.value is not None and out.text is not None
-        messages.append({"role": "assistant", "content": out.text})
+        # The history the model sees again holds its answers, not its reasoning.
+        messages.append({"role": "assistant", "content": split_reasoning(out.text)[0]})
         observations = []
         for action in out.value.actions:
             if action.type == "finish":

@@ -24,7 +24,7 @@ from litecoder.envprep.executors import ContainerExecutor, TaskDirExecutor
 from litecoder.harbor import compose
 from litecoder.harbor.taskdir import render_dockerfile, task_toml
 from litecoder.io import write_text
-from litecoder.llm import parse_json_object
+from litecoder.llm import parse_json_as
 from litecoder.records import JudgedTask
 
 
@@ -39,7 +39,7 @@ async def refine(ep: EnvprepContext, task: JudgedTask, out: EnvOutcome) -> Refin
     t0 = time.monotonic()
     res = await ep.client.chat_validated(
         msgs,
-        lambda t: Refined.model_validate(parse_json_object(t)),
+        lambda t: parse_json_as(t, Refined.model_validate),
         max_reasks=ep.cfg.envprep.agent.max_reasks,
         meta={"stage": "envprep", "step": "refine", "task_id": task.id},
         temperature=ep.cfg.envprep.agent.temperature,

@@ -398,10 +398,28 @@ def keep_results(job_dir: Path, rerun_types: Sequence[str]) -> int:
     trials kept."""
     if not job_dir.exists():
         return 0
+    _drop_torn_job_result(job_dir)
     for r in trial_results(job_dir):
         if exception_type(r) in rerun_types:
             shutil.rmtree(job_dir / r.trial_name, ignore_errors=True)
     return len(trial_results(job_dir))
+
+
+def _drop_torn_job_result(job_dir: Path) -> None:
+    """Harbor rewrites a job's result.json in place as trials finish: a job killed during that
+    write leaves it empty or cut, and `harbor job resume` then stops on it. It is a summary of
+    the trial dirs, which resume reads anyway: a torn one is removed."""
+    from harbor.models.job.result import JobResult
+    from pydantic import ValidationError
+
+    path = job_dir / "result.json"
+    if not path.exists():
+        return
+    try:
+        JobResult.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError, ValueError):
+        log.warning("%s: a torn job result.json (killed while Harbor wrote it) is removed", job_dir)
+        path.unlink(missing_ok=True)
 
 
 def reward(result: Any) -> float | None:

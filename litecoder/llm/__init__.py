@@ -15,7 +15,7 @@ from litecoder.llm.client import (
     Response,
     request_key,
 )
-from litecoder.llm.parse import InvalidOutput, parse_json_object
+from litecoder.llm.parse import InvalidOutput, parse_json_as, parse_json_object, split_reasoning
 from litecoder.llm.usage import BudgetExceeded, Limit, Usage, UsageBook
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
     "UsageBook",
     "open_cache",
     "outage_status",
+    "parse_json_as",
     "parse_json_object",
     "request_key",
+    "split_reasoning",
 ]

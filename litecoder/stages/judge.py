@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from litecoder.config import Config
 from litecoder.context import StageContext
 from litecoder.io import write_records
-from litecoder.llm import InvalidOutput, parse_json_object
+from litecoder.llm import InvalidOutput, parse_json_as
 from litecoder.llm.usage import output_rates
 from litecoder.records import JudgedTask, JudgeResult, SampledTask, Tokens
 from litecoder.tracking import StageRun, progress
@@ -35,12 +35,17 @@ class Verdict(BaseModel):
 
 
 def make_parser(criteria: list[str]):
-    def parse(text: str) -> Verdict:
-        v = Verdict.model_validate(parse_json_object(text))
+    def verdict(obj: dict[str, Any]) -> Verdict:
+        v = Verdict.model_validate(obj)
         missing = [c for c in criteria if c not in v.scores]
         if missing:
             raise InvalidOutput(f"missing criteria {missing}")
         return v
+
+    def parse(text: str) -> Verdict:
+        # The verdict is the answer's first object that is one: reasoning, fences, drafts and
+        # prose around it are passed over (litecoder.llm.parse).
+        return parse_json_as(text, verdict)
 
     return parse
 

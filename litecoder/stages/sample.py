@@ -17,7 +17,7 @@ from typing import Any
 from litecoder.config import Config, Domain, Teacher
 from litecoder.context import StageContext
 from litecoder.io import write_records
-from litecoder.llm import InvalidOutput, Outcome
+from litecoder.llm import InvalidOutput, Outcome, split_reasoning
 from litecoder.llm.usage import output_rates
 from litecoder.magpie import effective as effective_magpie
 from litecoder.records import SampledTask, Tokens
@@ -70,6 +70,8 @@ def task_id(teacher: Teacher, req: dict[str, Any]) -> str:
 def make_parser(stops: list[str], min_chars: int, max_chars: int):
 
     def parse(text: str) -> str:
+        # A reasoning model thinks before it writes the task: only what follows is the task.
+        text, _ = split_reasoning(text)
         for s in stops:  # some servers return the stop string
             text = text.split(s)[0]
         text = text.strip()

@@ -23,10 +23,10 @@ import yaml
 from litecoder import models
 from litecoder.config import Config
 from litecoder.context import StageContext
-from litecoder.io import write_jsonl, write_records, write_text
+from litecoder.io import StageError, write_jsonl, write_records, write_text
 from litecoder.records import SftRow, TrajectoryRecord
 from litecoder.tracking import StageRun
-from litecoder.trajectory import Trajectory, render
+from litecoder.trajectory import Trajectory, render, template_check
 from litecoder.trajectory.external import load as load_external
 
 CHATML_TEMPLATE = (
@@ -237,6 +237,29 @@ def run(ctx: StageContext) -> dict[str, Any]:
         chat = {k: row[k] for k in ("messages", "tools") if k in row}
         meta = {k: v for k, v in row.items() if k not in ("messages", "tools")}
         items.append((chat, {**meta, "format": "external"}))
+    # Every row against the student's own chat template: a format whose actions it does not
+    # render stops the stage here, before anything is written or trained; a row with an
+    # empty assistant turn would teach answering nothing and is left out.
+    missing: dict[str, list[str]] = {}
+    empty: Counter[str] = Counter()
+    usable = []
+    for chat, meta in items:
+        if template_check.empty_turns(chat):
+            empty[meta["format"]] += 1
+            continue
+        lost = template_check.missing_actions(tok, chat)
+        if lost:
+            missing.setdefault(meta["format"], []).append(lost[0])
+        usable.append((chat, meta))
+    if missing:
+        fmt, lost = next(iter(sorted(missing.items())))
+        raise StageError(
+            f"sft: the student's chat template ({tok_name}) does not render the actions of "
+            f"format {fmt} ({len(lost)} rows, e.g. {lost[0][:60]!r} is not in the rendered "
+            "text): drop it from sft.formats, or use a tokenizer whose template renders them "
+            "(sft.tokenizer.path)"
+        )
+    items = usable
     for chat, meta in items:
         n = n_tokens(tok, chat)
         pieces = [chat]
@@ -258,6 +281,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                     part=k,
                     turns=sum(m["role"] == "assistant" for m in piece["messages"]),
                     tokens=n if len(pieces) == 1 else n_tokens(tok, piece),
+                    trained_tokens=template_check.trained_tokens(tok, piece),
                 )
             )
     write_records(out / "train.jsonl", rows)
@@ -284,6 +308,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "external_dropped": external_dropped,
             "turns": _stats(turns),
             "tokens": _stats(tokens),
+            # What training sees (loss on assistant turns only), by the student's template.
+            "assistant_turns": sum(turns),
+            "trained_tokens": sum(r.trained_tokens for r in rows),
+            "rows_with_empty_assistant_turn": sum(
+                bool(template_check.empty_turns(r.model_dump())) for r in rows
+            ),
+            "dropped_empty_assistant_turn": dict(empty),
         }
     )
     write_text(out / "README.md", dataset_card(cfg, track.metrics))

@@ -23,6 +23,7 @@ class StandIn:
     seed: int = 0
     api_key_env: str | None = None
     port: int = 0  # preferred port (0: any); falls back to any port if it is taken
+    shape: str | None = None  # answer in a real teacher's shape (standin/shapes.yaml)
     base_url: str = ""
     _proc: subprocess.Popen[str] | None = None
 
@@ -54,6 +55,8 @@ class StandIn:
             cmd += ["--api-key-env", self.api_key_env]
         if self.slow_s is not None:
             cmd += ["--slow-s", str(self.slow_s)]
+        if self.shape:
+            cmd += ["--shape", self.shape]
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )

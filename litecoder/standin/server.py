@@ -8,9 +8,11 @@ criteria, agent parser); which scenario it is about, from the scenario's own tas
 request. It never reads the wording of a prompt: prompts in conf/ can say anything.
 Answers: MAGPIE task texts, judge verdicts (JSON), envprep agent turns and Terminus-2 turns.
 It counts requests (`GET /_stand_in/stats`) and injects faults on demand (429 with
-Retry-After, 500, slow answers, dropped connections, malformed output, empty choices).
+Retry-After, 500, slow answers, dropped connections, malformed output, empty choices), and
+answers in the shapes real teachers use (`--shape`: reasoning in a `<think>` block or in
+`reasoning_content`, fenced JSON, a draft object first, prose after; `shapes.yaml`, data).
 
-    python -m litecoder.standin.server --port 0 [--fault-rate 0.2] [--latency 0.1]
+    python -m litecoder.standin.server --port 0 [--fault-rate 0.2] [--latency 0.1] [--shape think]
 
 prints `READY <base_url>` once it listens.
 """
@@ -49,6 +51,29 @@ class Options:
     retry_after_s: float = 0.05
     seed: int = 0
     api_key: str | None = None  # like `vllm serve --api-key`: other bearers get 401
+    shape: str | None = None  # a shape of shapes.yaml: how answers are wrapped, per route
+
+
+def load_shapes() -> dict[str, dict[str, dict[str, str]]]:
+    from importlib import resources
+
+    import yaml
+
+    text = resources.files("litecoder.standin").joinpath("shapes.yaml").read_text()
+    return {k: v for k, v in yaml.safe_load(text).items() if isinstance(v, dict)}
+
+
+def shaped(shape: dict[str, str] | None, text: str) -> tuple[str, str | None]:
+    """(content, reasoning_content) of an answer in a shape."""
+    if not shape:
+        return text, None
+    if "think" in shape:
+        return f"<think>\n{shape['think']}\n</think>\n\n{text}", None
+    if "think_closing_only" in shape:
+        return f"{shape['think_closing_only']}\n</think>\n\n{text}", None
+    if "reasoning_content" in shape:
+        return text, shape["reasoning_content"]
+    return f"{shape.get('before', '')}{text}{shape.get('after', '')}", None
 
 
 @dataclass
@@ -133,6 +158,7 @@ def answer(kind: str, body: dict[str, Any], meta: dict[str, Any]) -> tuple[str, 
 
 def build_app(opts: Options) -> web.Application:
     stats = Stats()
+    shapes = load_shapes()[opts.shape] if opts.shape else {}
     rng = random.Random(opts.seed)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app["stats"] = stats
@@ -192,11 +218,14 @@ def build_app(opts: Options) -> web.Application:
             prompt if kind == "completion" else _messages_text(body.get("messages") or [])
         )
         stats.by_route[route] += 1
+        text, reasoning = shaped(shapes.get(route), text)
         choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
         if kind == "completion":
             choice["text"] = text
         else:
             choice["message"] = {"role": "assistant", "content": text}
+            if reasoning is not None:
+                choice["message"]["reasoning_content"] = reasoning
         payload = {
             "id": f"standin-{stats.received[kind]}",
             "object": "text_completion" if kind == "completion" else "chat.completion",
@@ -270,13 +299,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--retry-after", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api-key-env", default=None, help="require this env var's value as bearer")
+    p.add_argument("--shape", default=None, help="answer as real teachers do (shapes.yaml)")
     a = p.parse_args(argv)
+    if a.shape and a.shape not in load_shapes():
+        p.error(f"unknown shape {a.shape!r}; known: {sorted(load_shapes())}")
     kinds = tuple(k for k in a.faults.split(",") if k)
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:
         p.error(f"unknown fault kinds {sorted(unknown)}; known: {FAULT_KINDS}")
     key = os.environ.get(a.api_key_env) if a.api_key_env else None
-    opts = Options(a.latency, a.fault_rate, kinds, a.slow_s, a.retry_after, a.seed, key)
+    opts = Options(a.latency, a.fault_rate, kinds, a.slow_s, a.retry_after, a.seed, key, a.shape)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(a.host, a.port, opts))

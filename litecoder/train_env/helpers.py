@@ -4,12 +4,15 @@
     python helpers.py validate --config axolotl.yaml [--config other.yaml ...]
     python helpers.py from-gguf --gguf FILE --out DIR
     torchrun --nproc_per_node=N ... helpers.py train-cpu axolotl.yaml
+    python helpers.py trained-tokens --config axolotl.yaml --rows train.jsonl [--n 5]
 
 `tiny-model` creates a randomly initialised model (architecture and sizes from JSON) with the
 given tokenizer; `validate` applies Axolotl's own config validation and prints one line;
 `from-gguf` turns a GGUF file into an ordinary Hugging Face directory (fp32 safetensors, the
 tokenizer and the chat template from the GGUF metadata); `train-cpu` is `axolotl train` for
-several processes on CPU (see train_cpu).
+several processes on CPU (see train_cpu); `trained-tokens` tokenizes rows exactly as the
+recipe's first dataset entry would (Axolotl's own chat_template strategy) and prints, per row,
+how many tokens carry a label (the loss) out of how many.
 """
 
 from __future__ import annotations
@@ -140,6 +143,22 @@ def train_cpu(config: str) -> None:
     print(f"train-cpu: rank {rank} of {world} finished", file=sys.stderr, flush=True)
 
 
+def trained_tokens(config: str, rows: str, n: int) -> None:
+    import yaml
+    from axolotl.prompt_strategies.chat_template import StrategyLoader
+    from axolotl.utils.dict import DictDefault
+    from transformers import AutoTokenizer
+
+    with open(config) as f:
+        cfg = DictDefault(yaml.safe_load(f))
+    tok = AutoTokenizer.from_pretrained(cfg.tokenizer_config or cfg.base_model)
+    strategy = StrategyLoader()(tok, cfg, dict(cfg.datasets[0]))
+    with open(rows) as f:
+        for _, line in zip(range(n), f, strict=False):
+            labels = strategy.tokenize_prompt(json.loads(line))["labels"]
+            print(json.dumps({"trained": sum(x != -100 for x in labels), "total": len(labels)}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -154,6 +173,10 @@ def main() -> None:
     v.add_argument("--config", required=True, action="append")
     c = sub.add_parser("train-cpu")
     c.add_argument("config")
+    k = sub.add_parser("trained-tokens")
+    k.add_argument("--config", required=True)
+    k.add_argument("--rows", required=True)
+    k.add_argument("--n", type=int, default=5)
     a = p.parse_args()
     if a.cmd == "tiny-model":
         tiny_model(a.tokenizer, a.out, json.loads(a.spec))
@@ -161,6 +184,8 @@ def main() -> None:
         from_gguf(a.gguf, a.out)
     elif a.cmd == "train-cpu":
         train_cpu(a.config)
+    elif a.cmd == "trained-tokens":
+        trained_tokens(a.config, a.rows, a.n)
     else:
         validate(a.config)
 

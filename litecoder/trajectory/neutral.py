@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from litecoder.llm.parse import split_reasoning
 from litecoder.trajectory.tools import CONVERTERS, ENDS_WITHOUT_TOOL
 
 PARSE_ERROR_PREFIX = "Previous response had parsing errors"
@@ -56,16 +57,6 @@ class Trajectory:
 
     def commands(self) -> list[str]:
         return [c["keystrokes"] for t in self.turns if not t.parse_error for c in t.commands]
-
-
-THINK = re.compile(r"(?s)^\s*<think>(.*?)</think>\s*")
-
-
-def split_reasoning(text: str) -> tuple[str, str]:
-    """(text without a leading <think> block, the block's content): how Qwen3 thinking models
-    and MiniMax-M2 put their reasoning inline."""
-    m = THINK.match(text)
-    return (text[m.end() :], m.group(1).strip()) if m else (text, "")
 
 
 def _result_text(r: Any) -> str:
