@@ -336,6 +336,9 @@ def _validate_main(argv: list[str]) -> int:
     p.add_argument("--build", action="store_true", help="build each image (confined)")
     p.add_argument("--start-state", action="store_true", help="the tests fail on the start state")
     p.add_argument("--oracle", action="store_true", help="a Harbor trial of the oracle gives 1.0")
+    p.add_argument("--verifier", action="store_true",
+                   help="the verifier's strength: deterministic, no reward-file or test-edit "
+                   "pass, fails solution/near_miss.sh")  # fmt: skip
     p.add_argument("--allow-network", action="store_true", help="network needs are not errors")
     p.add_argument("--work", type=Path, help="keep the staged copies and Harbor jobs here")
     a = p.parse_args(argv)
@@ -352,7 +355,7 @@ def _validate_main(argv: list[str]) -> int:
             return r
 
         reports = list(pool.map(one, tasks))
-    if a.build or a.start_state or a.oracle:
+    if a.build or a.start_state or a.oracle or a.verifier:
         rsec = dataclasses.replace(
             runner.Security.from_section(sec), build=BuildLimits(network=a.allow_network)
         )
@@ -361,7 +364,8 @@ def _validate_main(argv: list[str]) -> int:
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="litecoder-validate-"))
             )
             V.expensive(reports, work.resolve(), sec=rsec, build=True,
-                        start_state=a.start_state, oracle=a.oracle)  # fmt: skip
+                        start_state=a.start_state, oracle=a.oracle,
+                verifier_checks=a.verifier)  # fmt: skip
     if a.json:
         for r in reports:
             print(json.dumps(r.to_dict()))

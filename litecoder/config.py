@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -187,7 +187,7 @@ class Decontam(Strict):
     """Synthesized tasks checked against benchmark task instructions (name -> task dirs)."""
 
     benchmarks: dict[str, str] = Field(default_factory=dict)
-    ngram: int = Field(default=8, gt=0)
+    ngram: int = Field(default=13, gt=0)
     max_ngram_overlap: float = Field(default=0.5, gt=0, le=1)
     minhash_threshold: float = Field(default=0.6, gt=0, le=1)
     num_perm: int = Field(default=128, gt=0)
@@ -264,9 +264,16 @@ class TaskToml(Strict):
     workdir: str = "/app"
 
 
+VerifierCheck = Literal[
+    "deterministic", "rejects_reward_write", "rejects_test_edit", "rejects_near_miss"
+]
+
+
 class Validate(Strict):
     harbor_oracle: bool = True
     harbor_timeout_s: float = Field(default=900, gt=0)
+    verifier_strength: bool = True
+    require: list[VerifierCheck] = Field(default_factory=lambda: list(get_args(VerifierCheck)))
 
 
 class StepPrompt(Strict):
@@ -281,10 +288,13 @@ class EnvprepPrompts(Strict):
     setup_dockerfile: StepPrompt
     solution: StepPrompt
     verifier: StepPrompt
+    near_miss: StepPrompt
 
 
-Step = Literal["refine", "setup", "solution", "verifier", "config"]
-ENVPREP_STEPS: tuple[Step, ...] = ("refine", "setup", "solution", "verifier", "config")
+Step = Literal["refine", "setup", "solution", "verifier", "near_miss", "config"]
+ENVPREP_STEPS: tuple[Step, ...] = (
+    "refine", "setup", "solution", "verifier", "near_miss", "config"
+)  # fmt: skip
 
 
 class Envprep(Strict):
@@ -318,7 +328,9 @@ class Envprep(Strict):
             raise ValueError(f"shard {self.shard!r}: needs 0 <= i < n")
         for required in ("setup", "solution", "verifier", "config"):
             if required not in self.steps:
-                raise ValueError(f"steps: {required!r} is required (only 'refine' is optional)")
+                raise ValueError(
+                    f"steps: {required!r} is required (only 'refine' and 'near_miss' are optional)"
+                )
         return self
 
 

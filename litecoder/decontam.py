@@ -2,9 +2,16 @@
 
 Every benchmark named in `dedup.decontam.benchmarks` is a directory of task dirs (Harbor's
 `instruction.md`, or the original Terminal-Bench layout's `task.yaml`). A text is
-contaminated by a benchmark task when enough of its word n-grams appear in that task
-(`max_ngram_overlap`), or when their MinHash Jaccard similarity over word shingles reaches
-`minhash_threshold` (an LSH index finds the candidates).
+contaminated by a benchmark task when the word n-grams they share (`ngram` words; 13 is what
+Tmax and Nemotron-Terminal use) are at least `max_ngram_overlap` of the benchmark task's own
+n-grams (containment: a long text that embeds a whole benchmark instruction is caught however
+much it adds around it) or of the text's (a text that is a piece of one), or when their
+MinHash Jaccard similarity over word shingles reaches `minhash_threshold` (near copies; an
+LSH index finds the candidates).
+
+The same index checks every text that comes from elsewhere or may repeat one: sampled tasks
+(dedup), refined instructions (envprep), external task sets (rollout) and external SFT rows
+(sft); each stage counts what it dropped per benchmark.
 """
 
 from __future__ import annotations
@@ -109,7 +116,8 @@ class BenchmarkIndex:
                 for key in self.by_gram.get(g, ()):
                     shared[key] = shared.get(key, 0) + 1
             for key, n in shared.items():
-                score = n / len(grams)
+                # Containment both ways: of the benchmark task in the text, and of the text in it.
+                score = n / min(len(grams), len(self.grams[key]) or len(grams))
                 if score >= self.cfg.max_ngram_overlap and (best is None or score > best.score):
                     best = Match(*self.tasks[key], "ngram", round(score, 4))
         m = self._minhash(words)

@@ -103,3 +103,66 @@ def test_dedup_stage_drops_a_task_that_repeats_a_benchmark(
     assert victim["id"] not in kept and len(kept) == len(accepted) - 1
     assert metrics["contaminated"] == 1
     assert metrics["contaminated_per_benchmark"] == {"tb2": 1}
+
+
+def test_a_long_text_that_embeds_a_whole_benchmark_instruction_is_caught(tmp_path: Path) -> None:
+    """Containment is measured against the benchmark text: wrapping a benchmark instruction in
+    three times its length of other words does not hide it."""
+    index = BenchmarkIndex.load(Decontam(benchmarks={"tb": str(_benchmark(tmp_path))}), tmp_path)
+    assert index is not None
+    padding = " ".join(SYNTHETIC) + " " + " ".join(SYNTHETIC)
+    embedded = f"{padding} Also: {BENCH['csv-dedupe-report']} {padding}"
+    hit = index.match(embedded)
+    assert hit is not None and hit.name == "tb/csv-dedupe-report" and hit.how == "ngram"
+    assert index.match(padding) is None
+
+
+def test_external_task_sets_and_sft_rows_are_checked(tmp_path: Path) -> None:
+    import json
+
+    from litecoder.config import TaskSet
+    from litecoder.stages.rollout import external_tasks
+
+    bench = _benchmark(tmp_path)
+    # An external task set: one task that repeats a benchmark task inside a longer text.
+    ext = tmp_path / "ext"
+    copied = "Setup first. " + TB1["git-rebase-recover"] + " " + SYNTHETIC[1]
+    for name, text in (("fine", SYNTHETIC[0]), ("copied", copied)):
+        d = ext / name
+        for sub in ("environment", "tests", "solution"):
+            (d / sub).mkdir(parents=True)
+        (d / "instruction.md").write_text(text + "\n")
+        (d / "environment/Dockerfile").write_text("FROM litecoder-base:bookworm\n")
+        (d / "tests/test.sh").write_text("echo 1 > /logs/verifier/reward.txt\n")
+        (d / "solution/solve.sh").write_text("true\n")
+        (d / "task.toml").write_text('[environment]\nnetwork_mode = "no-network"\n')
+    cfg = compose_cfg(f"+dedup.decontam.benchmarks.tb={bench}")
+    ok, bad = external_tasks(cfg, TaskSet(name="ext", source="path", path=str(ext)), tmp_path)
+    assert [d.name for d in ok] == ["fine"]
+    [left] = bad
+    assert left["task"] == "copied"
+    assert any(f["check"] == "decontam" and "tb/git-rebase-recover" in f["problem"]
+               for f in left["findings"])  # fmt: skip
+
+    # External SFT rows: the one whose prompt repeats a benchmark task is dropped, counted.
+    rows = tmp_path / "rows.jsonl"
+    prompts = [SYNTHETIC[2], "Please: " + BENCH["fix-nginx-tls"]]
+    lines = [
+        json.dumps(
+            {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "done"}]}
+        )
+        for p in prompts
+    ]
+    rows.write_text("\n".join(lines) + "\n")
+    (tmp_path / "data/trajectories").mkdir(parents=True)
+    (tmp_path / "data/trajectories/kept.jsonl").write_text("")
+    cfg = compose_cfg(
+        f"+dedup.decontam.benchmarks.tb={bench}",
+        f"sft.external=[{{name: released, path: {rows}}}]",
+        "sft.tokenizer.path=null",
+    )
+    metrics = run_stage("sft", cfg, root=tmp_path, workdir=tmp_path)
+    kept = read_jsonl(tmp_path / "data/sft/train.jsonl")
+    assert len(kept) == 1 and kept[0]["messages"][0]["content"] == SYNTHETIC[2]
+    assert metrics["external_dropped"]["released"] == {"decontam": 1}
+    assert metrics["external_decontam"] == {"tb": 1}

@@ -82,6 +82,9 @@ def test_smoke_builds_a_validated_environment_per_accepted_task(smoke: Path) -> 
             "compose": True,
             "start_state_fails": True,
             "solution_passes": True,
+            "verifier_deterministic": True,
+            "verifier_rejects_reward_write": True,
+            "verifier_rejects_test_edit": True,
             "harbor_oracle": 1.0,
         }
         assert check_copy_sources(d / "environment") == []
@@ -171,6 +174,7 @@ def test_failures_are_recorded_and_the_stage_goes_on(tmp_path: Path) -> None:
         S.by_id("ds_csv_clean"),
         by_id["verifier_passes_at_start"],
         by_id["solution_fails"],
+        by_id["weak_verifier"],
         *(
             by_id[n]
             for n in (
@@ -189,6 +193,8 @@ def test_failures_are_recorded_and_the_stage_goes_on(tmp_path: Path) -> None:
     expect = {
         "t-verifier-passes-at-start": ("validate:start_state_fails", "passes on the untouched"),
         "t-solution-fails": ("validate:solution_passes", "reward 0.0 after solve.sh"),
+        # Its near miss (written by the agent) passes an existence-only verifier.
+        "t-weak-verifier": ("validate:verifier_strength", "weak verifier (rejects_near_miss)"),
         "t-escape-mount": ("setup", "reach the host: mounts the host root"),
         "t-escape-docker-socket": ("setup", "reach the host: uses the Docker socket"),
         "t-escape-fork-bomb": ("setup", "process limit reached"),

@@ -110,3 +110,54 @@ def test_the_smoke_environments_pass_every_check(smoke: Path, tmp_path: Path) ->
         timeout=1200,
     )
     assert "1 of 1 task(s) pass" in r.stdout
+
+
+# --- the verifier's strength ------------------------------------------------------------------
+
+STRONG_TEST = """#!/bin/bash
+mkdir -p /logs/verifier
+cd /tests
+python3 -m pytest -q -p no:cacheprovider --noconftest -c /dev/null --rootdir /tests \\
+  test_outputs.py > /logs/verifier/pytest.log 2>&1 && echo 1 > /logs/verifier/reward.txt \\
+  || echo 0 > /logs/verifier/reward.txt
+"""
+CHECK_OUT = 'def test_out():\n    assert open("/app/out.txt").read() == "hello 42\\n"\n'
+SOLVE = "#!/bin/bash\nmkdir -p /app && echo 'hello 42' > /app/out.txt\n"
+NEAR_MISS = "#!/bin/bash\nmkdir -p /app && echo 'hello 41' > /app/out.txt\n"
+
+# One planted verifier defect per task: (name, test.sh, tests/test_outputs.py, the check).
+WEAK = [
+    # Writes its reward only on success: a reward written by the "solution" survives.
+    ("weak-reward-write", STRONG_TEST.replace(" \\\n  || echo 0 > /logs/verifier/reward.txt", ""),
+     CHECK_OUT, "rejects_reward_write"),
+    # Runs pytest as it comes: a conftest.py planted in /tests passes everything.
+    ("weak-test-edit", STRONG_TEST.replace("--noconftest -c /dev/null --rootdir /tests ", ""),
+     CHECK_OUT, "rejects_test_edit"),
+    # Checks that the file exists, not what it says: the near miss passes.
+    ("weak-near-miss", STRONG_TEST,
+     'import os\n\ndef test_out():\n    assert os.path.exists("/app/out.txt")\n',
+     "rejects_near_miss"),
+    # Passes once: the same end state verified twice gets 1, then 0.
+    ("weak-flaky", STRONG_TEST, CHECK_OUT + 'import os\n\ndef test_once():\n'
+     '    assert not os.path.exists("/tmp/seen")\n    open("/tmp/seen", "w").close()\n',
+     "deterministic"),
+]  # fmt: skip
+
+
+@pytest.mark.docker
+def test_weak_verifiers_are_flagged(tmp_path: Path) -> None:
+    root = tmp_path / "tasks"
+    for name, test_sh, test_py, _ in [("strong", STRONG_TEST, CHECK_OUT, ""), *WEAK]:
+        d = _task(root, name)
+        (d / "tests/test.sh").write_text(test_sh)
+        (d / "tests/test_outputs.py").write_text(test_py)
+        (d / "solution/solve.sh").write_text(SOLVE)
+        (d / "solution/near_miss.sh").write_text(NEAR_MISS)
+    r = run(["litecoder", "validate", "--verifier", "--json", str(root)], tmp_path,
+            check=False, timeout=1800)  # fmt: skip
+    assert r.returncode == 1, r.stderr[-2000:]
+    reports = {d["task"]: d for d in map(json.loads, r.stdout.splitlines())}
+    assert reports["strong"]["ok"], reports["strong"]
+    for name, _, _, check in WEAK:
+        found = [f["problem"] for f in reports[name]["findings"] if f["check"] == "verifier"]
+        assert len(found) == 1 and f"({check})" in found[0], (name, reports[name]["findings"])

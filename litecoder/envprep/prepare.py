@@ -77,6 +77,7 @@ async def _steps(
     image = await build(ep, task_id, task_dir / "environment", out)
     await steps.solution(ep, task_id, image, refined, task_dir, out)
     await steps.verifier(ep, task_id, image, refined, task_dir, out)
+    await steps.near_miss(ep, task_id, image, refined, task_dir, out)
     steps.config(ep, task_dir, steps.metadata(ep, task, refined, fp, out))
     await validate(ep, image, task_id, task_dir, out)
     # Record the checks in the task's own metadata.

@@ -140,6 +140,31 @@ async def verifier(
     (task_dir / "tests/test.sh").chmod(0o755)
 
 
+async def near_miss(
+    ep: EnvprepContext, task_id: str, image: str, refined: Refined, task_dir: Path, out: EnvOutcome
+) -> None:
+    """solution/near_miss.sh: a plausible wrong solution the verifier must fail (validation
+    checks that it does). Optional: an agent that sees no such mistake writes none."""
+    if "near_miss" not in ep.cfg.envprep.steps:
+        return
+    solve = task_dir / "solution/solve.sh"
+    reference = solve.read_bytes()  # the reference solution is not this step's to change
+    sb = ep.sandbox(image, task_id)
+    await asyncio.to_thread(sb.start)
+    try:
+        await asyncio.to_thread(sb.put_dir, task_dir / "tests", "/tests")
+        ex = TaskDirExecutor(task_dir, "solution", sb, mirror="/solution")
+        await ep.agent_step(
+            "near_miss", "near_miss", ex, out, task_id, instruction=refined.instruction
+        )
+    finally:
+        await asyncio.to_thread(sb.close)
+        solve.write_bytes(reference)
+        solve.chmod(0o755)
+    if (task_dir / "solution/near_miss.sh").is_file():
+        (task_dir / "solution/near_miss.sh").chmod(0o755)
+
+
 def config(ep: EnvprepContext, task_dir: Path, metadata: dict[str, Any]) -> None:
     """task.toml from config alone. No compose file: litecoder's trial environment starts the
     containers itself (an agent's compose file is removed)."""

@@ -13,9 +13,10 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from litecoder.envprep.core import EnvOutcome, EnvprepContext, StepFailed
-from litecoder.harbor import runner
+from litecoder.harbor import runner, verifier
 from litecoder.harbor.taskdir import check_copy_sources, check_layout, check_task_toml
 from litecoder.io import tail
 from litecoder.sandbox import BuildError, build_image, image_labels
@@ -27,6 +28,7 @@ CHECKS = [
     "compose",
     "start_state_fails",
     "solution_passes",
+    *(f"verifier_{c}" for c in verifier.CHECKS),
     "harbor_oracle",
 ]
 
@@ -75,9 +77,10 @@ def static(ep: EnvprepContext, task_dir: Path, out: EnvOutcome) -> None:
 
 
 async def in_image(
-    ep: EnvprepContext, image: str, task_id: str, task_dir: Path, *, solve: bool
-) -> tuple[float | None, str]:
-    """Reward of tests/test.sh in a fresh container of the image (after solve.sh if asked)."""
+    ep: EnvprepContext, image: str, task_id: str, task_dir: Path, *, solve: bool, runs: int = 1
+) -> tuple[float | None, str, list[float | None]]:
+    """Reward of tests/test.sh in a fresh container of the image (after solve.sh if asked),
+    the log, and the rewards of `runs` verifier runs in a row (the first is the reward)."""
     t = ep.cfg.envprep.task
     sb = ep.sandbox(image, task_id, kind="check")
     await asyncio.to_thread(sb.start)
@@ -95,14 +98,55 @@ async def in_image(
         )
         log_text += r.output[-1500:]
         raw = await asyncio.to_thread(sb.read_file, "/logs/verifier/reward.txt", 4096)
+        rewards = [await asyncio.to_thread(verifier.read_reward, sb)]
+        for _ in range(runs - 1):  # the same end state, verified again
+            await asyncio.to_thread(
+                sb.exec, "rm -f /logs/verifier/reward.txt /logs/verifier/reward.json"
+            )
+            await asyncio.to_thread(sb.put_dir, task_dir / "tests", "/tests")
+            await asyncio.to_thread(
+                sb.exec, "bash /tests/test.sh", t.verifier_timeout_sec, t.workdir
+            )
+            rewards.append(await asyncio.to_thread(verifier.read_reward, sb))
         try:
-            return float((raw or b"").decode(errors="replace").strip()), log_text
+            return float((raw or b"").decode(errors="replace").strip()), log_text, rewards
         except ValueError:
             why = r.violation or f"test.sh exit {r.exit_code}"
             got = "missing or not a regular file" if raw is None else repr(raw[:100])
-            return None, log_text + f"\n(/logs/verifier/reward.txt: {got}; {why})"
+            return None, log_text + f"\n(/logs/verifier/reward.txt: {got}; {why})", rewards
     finally:
         await asyncio.to_thread(sb.close)
+
+
+async def verifier_strength(
+    ep: EnvprepContext,
+    image: str,
+    task_id: str,
+    task_dir: Path,
+    out: EnvOutcome,
+    twice: list[float | None],
+) -> None:
+    """The checks of `litecoder.harbor.verifier`, recorded in the outcome (and task.toml);
+    a required one that fails fails the environment."""
+    t, v = ep.cfg.envprep.task, ep.cfg.envprep.validate_
+
+    def make() -> Any:
+        return ep.sandbox(image, task_id, kind="check")
+
+    edited, forge = await asyncio.to_thread(
+        verifier.forged, make, task_dir, verify_timeout_s=t.verifier_timeout_sec,
+        workdir=t.workdir,
+    )  # fmt: skip
+    s = verifier.judge(verifier.Strength(), twice, edited, forge)
+    await asyncio.to_thread(
+        verifier.near_miss, s, make, task_dir, solve_timeout_s=t.agent_timeout_sec,
+        verify_timeout_s=t.verifier_timeout_sec, workdir=t.workdir,
+    )  # fmt: skip
+    out.checks.update(s.to_checks())
+    failed = s.failed(v.require)
+    if failed:
+        raise StepFailed("validate:verifier_strength", f"weak verifier ({', '.join(failed)}): "
+                         + s.notes.rstrip("; "))  # fmt: skip
 
 
 def harbor_oracle(ep: EnvprepContext, task_dir: Path, work: Path) -> tuple[float | None, str]:
@@ -150,7 +194,7 @@ async def validate(
     t0 = time.monotonic()
     try:
         static(ep, task_dir, out)
-        reward, log_text = await in_image(ep, image, task_id, task_dir, solve=False)
+        reward, log_text, _ = await in_image(ep, image, task_id, task_dir, solve=False)
         out.checks["start_state_fails"] = reward == 0.0
         if reward != 0.0:
             why = (
@@ -159,12 +203,17 @@ async def validate(
                 else "the verifier wrote no reward"
             )
             raise StepFailed("validate:start_state_fails", f"{why}: {log_text[-300:]}")
-        reward, log_text = await in_image(ep, image, task_id, task_dir, solve=True)
+        v = ep.cfg.envprep.validate_
+        reward, log_text, twice = await in_image(
+            ep, image, task_id, task_dir, solve=True, runs=2 if v.verifier_strength else 1
+        )
         out.checks["solution_passes"] = reward == 1.0
         if reward != 1.0:
             raise StepFailed(
                 "validate:solution_passes", f"reward {reward} after solve.sh: {log_text[-400:]}"
             )
+        if v.verifier_strength:
+            await verifier_strength(ep, image, task_id, task_dir, out, twice)
         if ep.cfg.envprep.validate_.harbor_oracle:
             try:
                 reward, why = await asyncio.to_thread(

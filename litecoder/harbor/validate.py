@@ -154,6 +154,7 @@ def expensive(
     build: bool,
     start_state: bool,
     oracle: bool,
+    verifier_checks: bool = False,
 ) -> None:
     """The checks that build and run containers (tasks that failed statically are skipped):
     each image built by litecoder's builder (and its privileged entries reported), the
@@ -161,7 +162,7 @@ def expensive(
     of them, through litecoder's trial environment."""
     import json
 
-    from litecoder.harbor import runner
+    from litecoder.harbor import runner, verifier
     from litecoder.sandbox import BuildError, Limits, Sandbox, SandboxError, docker_client, labels
     from litecoder.sandbox.build import privileged_entries
 
@@ -204,6 +205,25 @@ def expensive(
                     )
             except SandboxError as e:
                 r.add("start_state", [str(e)])
+        if verifier_checks and (out / "solution/solve.sh").is_file():
+            task = tomllib.loads((out / "task.toml").read_text())
+
+            def make(image: str = image, name: str = r.path.name) -> Sandbox:
+                return Sandbox(image, Limits(memory_mb=1024, command_timeout_s=600),
+                               labels("validate", name, "check"))  # fmt: skip
+
+            try:
+                s = verifier.strength(
+                    make, out,
+                    solve_timeout_s=float(task.get("agent", {}).get("timeout_sec", 600)),
+                    verify_timeout_s=float(task.get("verifier", {}).get("timeout_sec", 600)),
+                    workdir=str(task.get("environment", {}).get("workdir") or "/"),
+                )  # fmt: skip
+            except SandboxError as e:
+                r.add("verifier", [str(e)])
+            else:
+                r.add("verifier", [f"weak verifier ({c}): {s.notes.rstrip('; ')}"
+                                   for c in s.failed()])  # fmt: skip
     if not (oracle and staged):
         return
     jobs = work / "jobs"

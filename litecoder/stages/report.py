@@ -72,12 +72,16 @@ def usage_rows(paths: Paths) -> list[list[Any]]:
 
 
 def decontam_rows(paths: Paths, benchmarks: list[str]) -> list[list[Any]]:
-    """Tasks dropped for repeating a benchmark task: at dedup (sampled text) and at envprep
-    (refined instruction), per benchmark."""
-    at_dedup = _load(paths.metrics("dedup")).get("contaminated_per_benchmark", {})
-    at_envprep = _load(paths.metrics("envprep")).get("contaminated_per_benchmark", {})
-    names = sorted(set(benchmarks) | set(at_dedup) | set(at_envprep))
-    return [[b, at_dedup.get(b, 0), at_envprep.get(b, 0)] for b in names]
+    """What was dropped for repeating a benchmark task, per benchmark: sampled tasks (dedup),
+    refined instructions (envprep), external tasks (rollout) and external SFT rows (sft)."""
+    counts = [
+        _load(paths.metrics("dedup")).get("contaminated_per_benchmark", {}),
+        _load(paths.metrics("envprep")).get("contaminated_per_benchmark", {}),
+        _load(paths.metrics("rollout")).get("external_decontam", {}),
+        _load(paths.metrics("sft")).get("external_decontam", {}),
+    ]
+    names = sorted(set(benchmarks).union(*counts))
+    return [[b, *(c.get(b, 0) for c in counts)] for b in names]
 
 
 def published_rows(cfg: Config, results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -278,7 +282,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ]
     if decontam := decontam_rows(ctx.paths, list(cfg.dedup.decontam.benchmarks)):
         sections.append(
-            ("Decontamination (tasks dropped)", ["benchmark", "at dedup", "at envprep"], decontam)
+            (
+                "Decontamination (dropped for repeating a benchmark task)",
+                [
+                    "benchmark",
+                    "sampled (dedup)",
+                    "refined (envprep)",
+                    "external tasks",
+                    "external SFT rows",
+                ],
+                decontam,
+            )
         )
     note = (
         ""

@@ -24,6 +24,7 @@ from typing import Any
 
 from litecoder.config import Config, RolloutAgent, TaskSet
 from litecoder.context import StageContext
+from litecoder.decontam import BenchmarkIndex, instruction_of
 from litecoder.gateway import SESSION_HEADER, Gateway
 from litecoder.harbor import datasets, runner, validate
 from litecoder.harbor.runner import JOB_INFO
@@ -151,8 +152,12 @@ def external_tasks(cfg: Config, ts: TaskSet, root: Path) -> tuple[list[Path], li
     if ts.max_tasks:
         found = found[: ts.max_tasks]
     ok, bad = [], []
+    index = BenchmarkIndex.load(cfg.dedup.decontam, root)
     for d in found:
         report = validate.static(d, allow_network=cfg.rollout.network_available)
+        text = instruction_of(d) if index is not None else None
+        if index is not None and text and (hit := index.match(text)):
+            report.add("decontam", [f"repeats {hit.name} ({hit.how} {hit.score})"])
         if report.ok:
             ok.append(d.resolve())
         else:
@@ -321,6 +326,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 ts: sum(len(d) for n, d, _ in sources if n == ts) for ts in rejected
             },
             "external_rejected": rejected,
+            # External tasks left out because they repeat a benchmark task, per benchmark.
+            "external_decontam": _decontam_counts(rejected),
             "resumed_jobs": resumed,
             "per_agent": per_agent,
             "per_domain": per_domain,
@@ -345,6 +352,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ]
     ctx.check_failures("rollout", failed, len(trials))
     return metrics
+
+
+def _decontam_counts(rejected: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+    hits = [
+        f["problem"].removeprefix("repeats ").split("/")[0]
+        for bad in rejected.values()
+        for r in bad
+        for f in r["findings"]
+        if f["check"] == "decontam"
+    ]
+    return dict(Counter(hits))
 
 
 def _seconds(a: Any, b: Any) -> float:

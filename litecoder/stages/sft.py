@@ -23,6 +23,7 @@ import yaml
 from litecoder import models
 from litecoder.config import Config
 from litecoder.context import StageContext
+from litecoder.decontam import BenchmarkIndex
 from litecoder.io import StageError, write_jsonl, write_records, write_text
 from litecoder.records import SftRow, TrajectoryRecord
 from litecoder.tracking import StageRun
@@ -214,8 +215,22 @@ def run(ctx: StageContext) -> dict[str, Any]:
         )
         rendered.append((rec, traj, fmt, chat))
     external, external_dropped = [], {}
+    index = BenchmarkIndex.load(cfg.dedup.decontam, ctx.root) if cfg.sft.external else None
+    decontam: Counter[str] = Counter()  # external rows dropped, per benchmark
     for src in cfg.sft.external:
         got, bad = load_external(src, ctx.root)
+        if index is not None:  # rows that repeat a benchmark task's instruction
+            clean = []
+            for row in got:
+                prompt = "\n".join(str(m.get("content") or "") for m in row["messages"]
+                                    if m.get("role") in ("system", "user"))  # fmt: skip
+                hit = index.match(prompt)
+                if hit is None:
+                    clean.append(row)
+                else:
+                    bad["decontam"] += 1
+                    decontam[hit.benchmark] += 1
+            got = clean
         external += got
         external_dropped[src.name] = dict(bad)
     chats = [c for *_, c in rendered] + external
@@ -306,6 +321,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "per_format": dict(Counter(r.format for r in rows)),
             "per_source": dict(Counter(r.source for r in rows)),
             "external_dropped": external_dropped,
+            "external_decontam": dict(decontam),
             "turns": _stats(turns),
             "tokens": _stats(tokens),
             # What training sees (loss on assistant turns only), by the student's template.

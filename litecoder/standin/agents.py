@@ -66,6 +66,15 @@ def default_turns(scen: S.Scenario, step: str, base: str) -> list[list[dict[str,
             [_write("tests/test_outputs.py", scen.tests), _run(PYTEST_TAIL)],
             [_finish("the tests fail on the starting state, as they should")],
         ]
+    if step == "near_miss":
+        if not scen.wrong_solution:
+            return [[_finish("no near miss scripted for this scenario")]]
+        return [
+            [_write("solution/near_miss.sh", scen.wrong_solution),
+             _run("bash /solution/near_miss.sh; bash /tests/test.sh; "
+                  "cat /logs/verifier/reward.txt")],
+            [_finish("the near miss fails the tests")],
+        ]  # fmt: skip
     return [[_finish("nothing scripted for this step")]]
 
 

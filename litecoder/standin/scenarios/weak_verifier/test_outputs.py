@@ -1,0 +1,5 @@
+import os
+
+
+def test_report_exists():
+    assert os.path.exists("/app/report.txt")
