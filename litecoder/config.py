@@ -742,6 +742,30 @@ class Experiment(Strict):
     description: str = ""
 
 
+class Calibrate(Strict):
+    """How hard each environment is: k attempts of a solver model, the share solved."""
+
+    enabled: bool = True
+    role: str = "agent"  # the model role whose endpoint solves (models.<role>)
+    model: str | None = None  # another model at that endpoint (e.g. the student's)
+    k: int = Field(default=4, ge=1)
+    split: Literal["train", "all"] = "train"
+    agent: EvalAgent = EvalAgent(kwargs={"parser_name": "json"})
+    n_concurrent: int = Field(default=4, ge=1)
+    agent_timeout_multiplier: float | None = Field(default=None, gt=0)
+    harbor_timeout_s: float = Field(default=14400, gt=0)
+    # RL-useful: lo < pass rate < hi; export "band" exports those only, "all" every env.
+    band: tuple[float, float] = (0.0, 1.0)
+    export: Literal["all", "band"] = "all"
+
+    @model_validator(mode="after")
+    def _band(self) -> Calibrate:
+        lo, hi = self.band
+        if not 0 <= lo < hi <= 1:
+            raise ValueError(f"band: needs 0 <= lo < hi <= 1, got {list(self.band)}")
+        return self
+
+
 class TrialEnvironment(Strict):
     """Where Harbor runs the trials of rollout, evaluate and envprep's oracle check: Harbor's
     environment type and its options (README: Trial environments)."""
@@ -780,6 +804,7 @@ class Config(Strict):
     environment: TrialEnvironment = TrialEnvironment()
     report: Report = Report()
     envprep: Envprep
+    calibrate: Calibrate = Calibrate()
     rollout: Rollout
     filter: Filter
     sft: Sft
@@ -788,6 +813,11 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
+        if self.calibrate.role not in self.models:
+            raise ValueError(
+                f"calibrate.role: {self.calibrate.role!r} is not a model role "
+                f"({sorted(self.models)})"
+            )
         missing = [r for r in AGENT_ROLES if r not in self.models]
         if missing:
             raise ValueError(f"models: missing role(s) {missing}; expected {list(AGENT_ROLES)}")

@@ -36,6 +36,8 @@ DATA: dict[str, Data] = {
     "accepted": Data("data/tasks/accepted.jsonl", "accepted-tasks"),
     "duplicates": Data("data/tasks/duplicates.jsonl"),
     "envs": Data("data/envs", "environments"),
+    "calibration": Data("data/calibration", "calibration"),
+    "export": Data("data/export", "harbor-dataset"),
     "rollouts": Data("data/rollouts", "rollouts"),
     "trajectories": Data("data/trajectories", "trajectories"),
     "sft": Data("data/sft", "sft-dataset"),
@@ -61,6 +63,13 @@ class StageSpec:
     plots: tuple[str, ...] = ()  # DATA names
     reads_metrics: tuple[str, ...] = ()  # stages whose metrics/<stage>.json it reads
     roles: tuple[str, ...] = ()  # model roles it calls (their endpoints are checked first)
+    role_param: str | None = None  # or: the config value that names the role ("calibrate.role")
+
+    def roles_for(self, cfg: Config) -> tuple[str, ...]:
+        if self.role_param is None:
+            return self.roles
+        section, _, key = self.role_param.partition(".")
+        return (*self.roles, str(getattr(getattr(cfg, section), key)))
 
     @property
     def metrics_file(self) -> str:
@@ -113,6 +122,25 @@ STAGES: dict[str, StageSpec] = {
             roles=("agent",),
         ),
         _stage(
+            "calibrate",
+            "litecoder/harbor",
+            "litecoder/sandbox",
+            "litecoder/gateway.py",
+            "litecoder/stages/rollout.py",
+            reads=("envs",),
+            writes=("calibration", "export"),
+            params=(
+                "models",
+                "calibrate",
+                "security",
+                "environment",
+                "llm",
+                "rollout.endpoint_error_types",
+                "eval.infra_error_types",
+            ),
+            role_param="calibrate.role",
+        ),
+        _stage(
             "rollout",
             "litecoder/harbor",
             "litecoder/sandbox",
@@ -154,7 +182,13 @@ STAGES: dict[str, StageSpec] = {
             "report",
             reads=("sft", "train_loss", "results", "scores"),
             writes=("reports",),
-            params=("experiment", "eval.benchmark", "report", "dedup.decontam.benchmarks"),
+            params=(
+                "experiment",
+                "eval.benchmark",
+                "report",
+                "dedup.decontam.benchmarks",
+                "calibrate.band",
+            ),
             metrics=("funnel_metrics",),
             plots=("funnel",),
             reads_metrics=(
@@ -162,6 +196,7 @@ STAGES: dict[str, StageSpec] = {
                 "judge",
                 "dedup",
                 "envprep",
+                "calibrate",
                 "rollout",
                 "filter",
                 "sft",
@@ -265,7 +300,8 @@ def run_stage(name: str, cfg: Config, *, root: Path, workdir: Path) -> dict[str,
     from litecoder.context import stage_context
 
     spec = STAGES[name]
-    stand_in = [r for r in spec.roles if cfg.teacher(r).stand_in and not cfg.teacher(r).base_url]
+    roles = spec.roles_for(cfg)
+    stand_in = [r for r in roles if cfg.teacher(r).stand_in and not cfg.teacher(r).base_url]
     note = (
         f" -- on the offline stand-in teacher ({', '.join(f'models.{r}' for r in stand_in)}: "
         "scripted answers, not a model)"
@@ -274,7 +310,7 @@ def run_stage(name: str, cfg: Config, *, root: Path, workdir: Path) -> dict[str,
     )
     log.info("stage %s (experiment %s) in %s%s", name, cfg.experiment.name, workdir, note)
     with stage_context(cfg, root, workdir, name) as ctx:
-        ctx.preflight(spec.roles)
+        ctx.preflight(roles)
         metrics = spec.function()(ctx)
     log.info("stage %s done in %.1fs", name, metrics.get("duration_s", 0.0))
     return metrics

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from litecoder.envprep.capture import capture_state
 from litecoder.envprep.prepare import split
@@ -91,8 +92,9 @@ def test_smoke_builds_a_validated_environment_per_accepted_task(smoke: Path) -> 
         # portable: no local image ids, only the named base image
         dockerfile = (d / "environment/Dockerfile").read_text()
         assert dockerfile.startswith(f"FROM {BASE}\n") and "sha256:" not in dockerfile
-        # No compose file: litecoder's trial environment starts the containers itself.
-        assert not any((d / "environment" / n).exists() for n in COMPOSE_NAMES)
+        # Only litecoder's own compose file, which cuts the network under a plain `harbor run`.
+        compose = yaml.safe_load((d / "environment/docker-compose.yaml").read_text())
+        assert compose == {"services": {"main": {"network_mode": "none"}}}
         assert tomllib.loads((d / "task.toml").read_text())["environment"]["network_mode"] == (
             "no-network"
         )
@@ -106,11 +108,26 @@ def test_smoke_builds_a_validated_environment_per_accepted_task(smoke: Path) -> 
         assert t["total_s"] >= t["validation_s"] > 0 and t["build_s"] > 0
 
 
+def _open_harbors_policy_offline(tasks: Path, probe_dir: Path) -> None:
+    """Harbor cannot cut the network itself on a host without its egress-control images
+    (offline) and refuses tasks that declare no network, as it should. Their compose file
+    (litecoder's) cuts the network anyway: with Harbor's own policy opened they run unchanged
+    otherwise."""
+    from litecoder.harbor.taskdir import set_network_mode
+
+    probe = run(
+        ["harbor", "run", "-p", str(next(p for p in tasks.iterdir())), "-a", "nop", "-o",
+         str(probe_dir), "-q", "-y"],
+        probe_dir.parent, check=False, timeout=600,
+    )  # fmt: skip
+    if "network_mode='no-network' is not supported" in probe.stdout + probe.stderr:
+        for d in tasks.iterdir():
+            set_network_mode(d / "task.toml", "public")
+
+
 def test_copied_environments_run_unchanged_with_harbor(smoke: Path, tmp_path: Path) -> None:
     """Elsewhere on disk, `harbor run -a oracle` solves every task and `-a nop` solves none.
     The tasks declare what their compose file enforces: no network."""
-    from litecoder.harbor.taskdir import set_network_mode
-
     copy = tmp_path / "elsewhere"
     copy.mkdir()
     for d in (smoke / "data/envs").iterdir():
@@ -118,17 +135,7 @@ def test_copied_environments_run_unchanged_with_harbor(smoke: Path, tmp_path: Pa
             shutil.copytree(d, copy / d.name)
             toml = tomllib.loads((copy / d.name / "task.toml").read_text())
             assert toml["environment"]["network_mode"] == "no-network"
-    probe = run(
-        ["harbor", "run", "-p", str(next(p for p in copy.iterdir())), "-a", "nop", "-o",
-         str(tmp_path / "probe"), "-q", "-y"],
-        tmp_path, check=False, timeout=600,
-    )  # fmt: skip
-    if "network_mode='no-network' is not supported" in probe.stdout + probe.stderr:
-        # Harbor cannot cut the network itself on this host (its egress-control images are
-        # not to be had offline) and refuses, as it should. The compose file cuts it anyway:
-        # with Harbor's own policy opened, the tasks run unchanged otherwise.
-        for d in copy.iterdir():
-            set_network_mode(d / "task.toml", "public")
+    _open_harbors_policy_offline(copy, tmp_path / "probe")
     oracle = harbor_rewards(copy, "oracle", tmp_path / "jobs")
     nop = harbor_rewards(copy, "nop", tmp_path / "jobs")
     names = {d.name for d in copy.iterdir()}
@@ -292,7 +299,10 @@ def test_agent_written_compose_file_never_lands(tmp_path: Path) -> None:
     assert out["status"] == "ok", out
     assert any("docker-compose.yaml refused" in e for e in out["sandbox_events"])
     env = project / "data/envs/t-hostile-compose/environment"
-    assert not any((env / n).exists() for n in COMPOSE_NAMES)
+    assert [n for n in COMPOSE_NAMES if (env / n).exists()] == ["docker-compose.yaml"]
+    assert yaml.safe_load((env / "docker-compose.yaml").read_text()) == {
+        "services": {"main": {"network_mode": "none"}}
+    }
 
 
 def test_dockerfile_mode_catches_missing_copy_sources_and_failing_builds(tmp_path: Path) -> None:
@@ -483,3 +493,32 @@ def test_sharded_envprep_equals_an_unsharded_run(tmp_path: Path) -> None:
         assert server.stats()["received"] == requests  # the assembly redid nothing
     assert _envs_digest(sharded) == _envs_digest(one)
     assert len(list((sharded / ".litecoder/envprep").glob("*/outcome.json"))) == 3
+
+
+def test_calibration_and_the_harbor_dataset_export(smoke: Path, tmp_path: Path) -> None:
+    """The smoke's calibration: one attempt per training environment by the solver; every
+    environment has its pass rate (the stand-in solves or fails a scenario the same way
+    each time); data/export/ is a Harbor dataset dir whose tasks carry their calibration,
+    listed in manifest.json with verifier strength and provenance, and run with Harbor as
+    they are."""
+    splits = json.loads((smoke / "data/envs/splits.json").read_text())
+    rates = json.loads((smoke / "data/calibration/pass_rates.json").read_text())
+    assert set(rates["tasks"]) == set(splits["train"])
+    assert all(r["attempts"] == 1 and r["pass_rate"] in (0.0, 1.0)
+               for r in rates["tasks"].values())  # fmt: skip
+    m = json.loads((smoke / "metrics/calibrate.json").read_text())
+    assert sum(m["pass_rate_bins"].values()) == m["calibrated"] == len(splits["train"])
+    assert m["in_band"] == 0  # 0 or 1, never between: nothing an RL learner could use
+    export = smoke / "data/export"
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert {t["name"] for t in manifest["tasks"]} == set(splits["train"])
+    for t in manifest["tasks"]:
+        assert t["pass_rate"] == rates["tasks"][t["name"]]["pass_rate"]
+        assert t["verifier"]["deterministic"] is True and t["provenance"]["domain"]
+        meta = tomllib.loads((export / t["path"] / "task.toml").read_text())["metadata"]
+        assert meta["litecoder"]["calibration"]["pass_rate"] == t["pass_rate"]
+    assert "## Difficulty" in (smoke / "reports/smoke.md").read_text()
+    one = export / manifest["tasks"][0]["path"]
+    shutil.copytree(one, tmp_path / "ds" / one.name)
+    _open_harbors_policy_offline(tmp_path / "ds", tmp_path / "probe")
+    assert harbor_rewards(tmp_path / "ds", "oracle", tmp_path / "jobs") == {one.name: 1.0}

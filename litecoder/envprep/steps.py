@@ -140,6 +140,13 @@ async def verifier(
     (task_dir / "tests/test.sh").chmod(0o755)
 
 
+ISOLATED_COMPOSE = (
+    "# Written by litecoder: the task runs without network (litecoder's trial environment\n"
+    "# enforces that itself; this keeps it so under a plain `harbor run`).\n"
+    "services:\n  main:\n    network_mode: none\n"
+)
+
+
 async def near_miss(
     ep: EnvprepContext, task_id: str, image: str, refined: Refined, task_dir: Path, out: EnvOutcome
 ) -> None:
@@ -166,12 +173,17 @@ async def near_miss(
 
 
 def config(ep: EnvprepContext, task_dir: Path, metadata: dict[str, Any]) -> None:
-    """task.toml from config alone. No compose file: litecoder's trial environment starts the
-    containers itself (an agent's compose file is removed)."""
-    write_text(task_dir / "task.toml", task_toml(ep.cfg.envprep.task, metadata))
+    """task.toml from config alone, and (for an isolated task) a compose file that only cuts
+    the main container's network: litecoder's trial environment decides that itself, but a
+    plain `harbor run` of the published dir (whose own no-network policy needs images it
+    cannot get offline) stays cut off too. An agent's compose file is replaced."""
+    t = ep.cfg.envprep.task
+    write_text(task_dir / "task.toml", task_toml(t, metadata))
     env = task_dir / "environment"
     for name in compose.COMPOSE_NAMES:
         (env / name).unlink(missing_ok=True)
+    if t.network == "isolated":
+        write_text(env / "docker-compose.yaml", ISOLATED_COMPOSE)
 
 
 def metadata(

@@ -576,3 +576,62 @@ def run_harbor(
                     settle(d)
     poll()
     return time.monotonic() - start, proc.returncode
+
+
+def run_job(
+    *,
+    name: str,
+    jobs_dir: Path,
+    work: Path,
+    tasks: Sequence[Path],
+    agents: list[dict[str, Any]],
+    n_attempts: int,
+    n_concurrent: int,
+    env: dict[str, str],
+    sec: Security,
+    environment: dict[str, Any],
+    build_timeout_s: float,
+    harbor_timeout_s: float,
+    rerun_types: Sequence[str] = (),
+    agent_timeout_multiplier: float | None = None,
+    bar: Any = None,
+    local: bool = True,
+) -> tuple[Path, float]:
+    """A Harbor job over `tasks` run to its end: resumed when its dir exists (the trials that
+    ended in `rerun_types` run again, finished ones are kept), else started; the tasks staged
+    first. Returns the job dir and Harbor's seconds."""
+    job_dir = jobs_dir / name
+    expected = len(tasks) * n_attempts
+    done = keep_results(job_dir, rerun_types)
+    if done >= expected:
+        if bar is not None:
+            bar.advance(expected)
+        return job_dir, 0.0
+    staged = stage(
+        tasks, work / "tasks" / name, run=run_label(job_dir), sec=sec,
+        build_timeout_s=build_timeout_s,
+    )  # fmt: skip
+    if (job_dir / "config.json").exists():
+        log.info("resuming %s (%d/%d trials done)", name, done, expected)
+        if bar is not None:
+            bar.advance(done)
+        cmd = [harbor_bin(), "job", "resume", "-p", str(job_dir)]
+    else:
+        conf = job_config(
+            job_name=name, jobs_dir=jobs_dir, agents=agents, tasks=staged,
+            n_attempts=n_attempts, n_concurrent=n_concurrent,
+            agent_timeout_multiplier=agent_timeout_multiplier, environment=environment,
+        )  # fmt: skip
+        conf_path = work / f"{name}.json"
+        conf_path.write_text(json.dumps(conf, indent=2))
+        cmd = [harbor_bin(), "run", "-c", str(conf_path), "-y"]
+    log_path = work / f"{name}.log"
+    secs, rc = run_harbor(
+        cmd, env=env, job_dir=job_dir, log_path=log_path, timeout_s=harbor_timeout_s, bar=bar,
+        local=local,
+    )  # fmt: skip
+    if rc != 0 and len(trial_results(job_dir)) < expected:
+        from litecoder.io import tail
+
+        raise StageError(f"harbor exited {rc}: {tail(log_path.read_text(errors='replace'))}")
+    return job_dir, secs

@@ -280,6 +280,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ("Training", ["", "value"], train_rows),
         ("LLM usage (teacher calls made by this run)", USAGE_HEADER, usage_rows(ctx.paths)),
     ]
+    cal = _load(ctx.paths.metrics("calibrate"))
+    if cal.get("calibrated"):
+        sections.append(
+            (
+                f"Difficulty (pass rate of {cal.get('solver')}, k={cal.get('k')}; RL-useful: "
+                f"inside {list(cfg.calibrate.band)})",
+                ["pass rate", "environments"],
+                [[b, n] for b, n in (cal.get("pass_rate_bins") or {}).items()]
+                + [["in the band", cal.get("in_band", 0)], ["exported", cal.get("exported", 0)]],
+            )
+        )
     if decontam := decontam_rows(ctx.paths, list(cfg.dedup.decontam.benchmarks)):
         sections.append(
             (

@@ -55,9 +55,11 @@ def assign(task_ids: list[str], agents: list[RolloutAgent]) -> dict[str, list[st
     return out
 
 
-def agent_config(cfg: Config, agent: RolloutAgent, api_base: str) -> dict[str, Any]:
-    """One Harbor AgentConfig: the agent, the teacher model and its endpoint."""
-    teacher = cfg.teacher("agent")
+def agent_config(
+    cfg: Config, agent: RolloutAgent, api_base: str, *, stage: str = "rollout", role: str = "agent"
+) -> dict[str, Any]:
+    """One Harbor AgentConfig: the agent, the role's model and its endpoint."""
+    teacher = cfg.teacher(role)
     kwargs = dict(agent.kwargs)
     if agent.name.startswith("terminus"):
         kwargs.setdefault("api_base", api_base)
@@ -66,7 +68,7 @@ def agent_config(cfg: Config, agent: RolloutAgent, api_base: str) -> dict[str, A
         if cfg.rollout.model_info:
             kwargs.setdefault("model_info", cfg.rollout.model_info)
         # What the agent's requests are, as metadata (see litecoder.llm.META_HEADER).
-        meta = {"stage": "rollout", "agent": agent.label, "parser": kwargs.get("parser_name")}
+        meta = {"stage": stage, "agent": agent.label, "parser": kwargs.get("parser_name")}
         call = dict(kwargs.get("llm_call_kwargs") or {})
         call["extra_headers"] = {**call.get("extra_headers", {}), META_HEADER: json.dumps(meta)}
         kwargs["llm_call_kwargs"] = call

@@ -145,7 +145,7 @@ def answer(kind: str, body: dict[str, Any], meta: dict[str, Any]) -> tuple[str, 
         return "judge", judge_verdict(msgs, meta)
     if kind == "chat" and stage == "envprep":
         return "envprep", agents.envprep_answer(msgs, meta)
-    if kind == "chat" and stage == "rollout":
+    if kind == "chat" and stage in ("rollout", "calibrate"):
         return "terminus", agents.terminus_answer(msgs, meta, body)
     raise Unrecognised(
         f"the offline stand-in answers litecoder's own requests only: no usable {META_HEADER} "
