@@ -95,18 +95,36 @@ async def setup(
         await asyncio.to_thread(sb.close)
 
 
-async def solution(
-    ep: EnvprepContext, task_id: str, image: str, refined: Refined, task_dir: Path, out: EnvOutcome
+async def _in_sandbox(
+    ep: EnvprepContext,
+    task_id: str,
+    image: str,
+    task_dir: Path,
+    out: EnvOutcome,
+    *,
+    step: str,
+    writes: str,
+    mount: str | None,
+    **fields: Any,
 ) -> None:
+    """An agent step in a fresh sandbox of the starting state: the agent writes `writes/`
+    (mirrored at /`writes`), with `mount/` of the task dir copied in to read."""
     sb = ep.sandbox(image, task_id)
     await asyncio.to_thread(sb.start)
     try:
-        ex = TaskDirExecutor(task_dir, "solution", sb, mirror="/solution")
-        await ep.agent_step(
-            "solution", "solution", ex, out, task_id, instruction=refined.instruction
-        )
+        if mount is not None:
+            await asyncio.to_thread(sb.put_dir, task_dir / mount, f"/{mount}")
+        ex = TaskDirExecutor(task_dir, writes, sb, mirror=f"/{writes}")
+        await ep.agent_step(step, step, ex, out, task_id, **fields)
     finally:
         await asyncio.to_thread(sb.close)
+
+
+async def solution(
+    ep: EnvprepContext, task_id: str, image: str, refined: Refined, task_dir: Path, out: EnvOutcome
+) -> None:
+    await _in_sandbox(ep, task_id, image, task_dir, out, step="solution", writes="solution",
+                      mount=None, instruction=refined.instruction)  # fmt: skip
     if not (task_dir / "solution/solve.sh").exists():
         raise StepFailed("solution", "the agent wrote no solution/solve.sh")
     (task_dir / "solution/solve.sh").chmod(0o755)
@@ -115,22 +133,10 @@ async def solution(
 async def verifier(
     ep: EnvprepContext, task_id: str, image: str, refined: Refined, task_dir: Path, out: EnvOutcome
 ) -> None:
-    sb = ep.sandbox(image, task_id)
-    await asyncio.to_thread(sb.start)
-    try:
-        await asyncio.to_thread(sb.put_dir, task_dir / "solution", "/solution")
-        ex = TaskDirExecutor(task_dir, "tests", sb, mirror="/tests")
-        await ep.agent_step(
-            "verifier",
-            "verifier",
-            ex,
-            out,
-            task_id,
-            instruction=refined.instruction,
-            solution=(task_dir / "solution/solve.sh").read_text(),
-        )
-    finally:
-        await asyncio.to_thread(sb.close)
+    await _in_sandbox(
+        ep, task_id, image, task_dir, out, step="verifier", writes="tests", mount="solution",
+        instruction=refined.instruction, solution=(task_dir / "solution/solve.sh").read_text(),
+    )  # fmt: skip
     if not (task_dir / "tests/test.sh").exists():
         if not (task_dir / "tests/test_outputs.py").exists():
             raise StepFailed(
@@ -156,16 +162,10 @@ async def near_miss(
         return
     solve = task_dir / "solution/solve.sh"
     reference = solve.read_bytes()  # the reference solution is not this step's to change
-    sb = ep.sandbox(image, task_id)
-    await asyncio.to_thread(sb.start)
     try:
-        await asyncio.to_thread(sb.put_dir, task_dir / "tests", "/tests")
-        ex = TaskDirExecutor(task_dir, "solution", sb, mirror="/solution")
-        await ep.agent_step(
-            "near_miss", "near_miss", ex, out, task_id, instruction=refined.instruction
-        )
+        await _in_sandbox(ep, task_id, image, task_dir, out, step="near_miss", writes="solution",
+                          mount="tests", instruction=refined.instruction)  # fmt: skip
     finally:
-        await asyncio.to_thread(sb.close)
         solve.write_bytes(reference)
         solve.chmod(0o755)
     if (task_dir / "solution/near_miss.sh").is_file():

@@ -593,25 +593,27 @@ def run_job(
     build_timeout_s: float,
     harbor_timeout_s: float,
     rerun_types: Sequence[str] = (),
+    timeout_multiplier: float = 1.0,
     agent_timeout_multiplier: float | None = None,
     bar: Any = None,
     local: bool = True,
-) -> tuple[Path, float]:
+) -> tuple[Path, float, bool]:
     """A Harbor job over `tasks` run to its end: resumed when its dir exists (the trials that
     ended in `rerun_types` run again, finished ones are kept), else started; the tasks staged
-    first. Returns the job dir and Harbor's seconds."""
+    first. Returns the job dir, Harbor's seconds and whether it was resumed."""
     job_dir = jobs_dir / name
     expected = len(tasks) * n_attempts
     done = keep_results(job_dir, rerun_types)
     if done >= expected:
         if bar is not None:
             bar.advance(expected)
-        return job_dir, 0.0
+        return job_dir, 0.0, False
     staged = stage(
         tasks, work / "tasks" / name, run=run_label(job_dir), sec=sec,
         build_timeout_s=build_timeout_s,
     )  # fmt: skip
-    if (job_dir / "config.json").exists():
+    resumed = (job_dir / "config.json").exists()
+    if resumed:
         log.info("resuming %s (%d/%d trials done)", name, done, expected)
         if bar is not None:
             bar.advance(done)
@@ -620,6 +622,7 @@ def run_job(
         conf = job_config(
             job_name=name, jobs_dir=jobs_dir, agents=agents, tasks=staged,
             n_attempts=n_attempts, n_concurrent=n_concurrent,
+            timeout_multiplier=timeout_multiplier,
             agent_timeout_multiplier=agent_timeout_multiplier, environment=environment,
         )  # fmt: skip
         conf_path = work / f"{name}.json"
@@ -634,4 +637,4 @@ def run_job(
         from litecoder.io import tail
 
         raise StageError(f"harbor exited {rc}: {tail(log_path.read_text(errors='replace'))}")
-    return job_dir, secs
+    return job_dir, secs, resumed

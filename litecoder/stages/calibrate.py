@@ -165,7 +165,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         )
         name = f"calibrate-{zlib.crc32(repr((solver, c.k, ids)).encode()):08x}"
         with gateway, progress("calibrate", len(dirs) * c.k) as bar:
-            job_dir, _ = runner.run_job(
+            job_dir, _, _ = runner.run_job(
                 name=name,
                 jobs_dir=(work / "jobs").resolve(),
                 work=work,

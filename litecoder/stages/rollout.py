@@ -29,7 +29,7 @@ from litecoder.gateway import SESSION_HEADER, Gateway
 from litecoder.harbor import datasets, runner, validate
 from litecoder.harbor.runner import JOB_INFO
 from litecoder.harbor.taskdir import litecoder_meta
-from litecoder.io import StageError, tail, write_json, write_text
+from litecoder.io import StageError, write_json
 from litecoder.llm import META_HEADER
 from litecoder.records import Splits
 from litecoder.sandbox import docker_client
@@ -224,11 +224,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     expected_total = sum(len(d) * cfg.rollout.n_attempts for _, d, _ in jobs)
     harbor_s = 0.0
     resumed = 0
+    r = cfg.rollout
     with gateway, progress("rollout", expected_total) as bar:
         api_base = gateway.base_url
         for agent, dirs, name in jobs:
             job_dir = jobs_dir / name
-            expected = len(dirs) * cfg.rollout.n_attempts
             if (job_dir / "config.json").exists():
                 stored = json.loads((job_dir / "config.json").read_text())
                 stored_base = stored["agents"][0]["kwargs"].get("api_base")
@@ -241,41 +241,27 @@ def run(ctx: StageContext) -> dict[str, Any]:
                     )
                     shutil.rmtree(job_dir)
             # Trials the endpoint failed are not results: they run again.
-            done = runner.keep_results(job_dir, cfg.rollout.endpoint_error_types)
-            if done >= expected:
-                bar.advance(expected)
-                continue
-            log_path = work / f"{name}.log"
-            # Staged copies: litecoder's compose file and a prebuilt image per task.
-            staged = runner.stage(
-                dirs,
-                work / "tasks" / name,
-                run=runner.run_label(job_dir),
-                sec=runner.Security.from_config(cfg, network=agent.needs_network),
-                build_timeout_s=cfg.envprep.task.build_timeout_sec,
-            )
-            if job_dir.exists():
-                resumed += 1
-                log.info("resuming %s (%d/%d trials done)", name, done, expected)
-                cmd = [runner.harbor_bin(), "job", "resume", "-p", str(job_dir)]
-            else:
-                conf = job_config(cfg, [agent], staged, jobs_dir.resolve(), name, api_base)
-                conf_path = work / f"{name}.json"
-                write_text(conf_path, json.dumps(conf, indent=2))
-                cmd = [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"]
-            secs, rc = runner.run_harbor(
-                cmd,
+            _, secs, again = runner.run_job(
+                name=name,
+                jobs_dir=jobs_dir.resolve(),
+                work=work,
+                tasks=dirs,
+                agents=[agent_config(cfg, agent, api_base)],
+                n_attempts=r.n_attempts,
+                n_concurrent=cfg.environment.n_concurrent or r.n_concurrent,
                 env=teacher_env(cfg, agent, gateway.issue_token(name)),
-                job_dir=job_dir,
-                log_path=log_path,
-                timeout_s=cfg.rollout.harbor_timeout_s,
+                sec=runner.Security.from_config(cfg, network=agent.needs_network),
+                environment=runner.environment_config(cfg),
+                build_timeout_s=cfg.envprep.task.build_timeout_sec,
+                harbor_timeout_s=r.harbor_timeout_s,
+                rerun_types=r.endpoint_error_types,
+                timeout_multiplier=r.timeout_multiplier,
+                agent_timeout_multiplier=r.agent_timeout_multiplier,
                 bar=bar,
                 local=local,
             )
             harbor_s += secs
-            if rc != 0 and len(runner.trial_results(job_dir)) < expected:
-                log_tail = tail(log_path.read_text(errors="replace"))
-                raise StageError(f"harbor exited {rc}: {log_tail}")
+            resumed += int(again)
 
     rollouts = ctx.paths.rollouts
     if rollouts.exists():
