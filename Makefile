@@ -5,10 +5,14 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export WANDB_MODE ?= offline
 
-.PHONY: setup setup-vllm smoke test test-cluster lint bench
+.PHONY: setup setup-vllm setup-train-gpu smoke test test-cluster lint bench
 
 setup:
 	@bash scripts/setup.sh
+
+# DeepSpeed and (where it builds) flash-attn in .venv-train, for the GPU recipes.
+setup-train-gpu: setup
+	@bash scripts/setup_train_gpu.sh
 
 # vLLM for GPU evaluation (eval.serve.backend=vllm): .venv-vllm; needs CUDA and the internet.
 setup-vllm:

@@ -528,7 +528,9 @@ class Train(Strict):
     optimizer: str = "adamw_torch"
     weight_decay: float = 0.0
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
-    flash_attention: bool = False
+    # auto: flash-attn where it is installed and a GPU is there, else sdpa (said at start);
+    # flash_attention_2 when it is not installed fails before launch.
+    attention: Literal["auto", "flash_attention_2", "sdpa", "eager"] = "auto"
     gradient_checkpointing: bool = False
     device: Literal["gpu", "cpu"] = "gpu"
     launcher: Literal["python", "accelerate", "torchrun"] = "accelerate"

@@ -165,6 +165,32 @@ def test_recipes_pass_axolotl_validation(tmp_path: Path) -> None:
         validate_axolotl(TRAIN_PY, bad[0])
 
 
+def test_a_recipe_whose_needs_are_missing_fails_before_launch(tmp_path: Path) -> None:
+    """The release's 4B recipe names DeepSpeed, which this (CPU) training environment lacks:
+    one line before anything is loaded or deleted; asking for flash-attn likewise. An `auto`
+    attention resolves to what is there, and the rendered config says so."""
+    project = make_project(tmp_path / "p", git=False)
+    (project / "models/smoke").mkdir(parents=True)
+    (project / "models/smoke/keep.txt").write_text("a previous checkpoint")
+    for overrides, words in (
+        (["train=qwen3_4b_instruct"], "train.deepspeed 'conf/train/deepspeed/zero3_bf16.json': "
+         "DeepSpeed is not installed"),
+        (["train.attention=flash_attention_2"], "flash-attn is not installed"),
+    ):  # fmt: skip
+        r = run(["litecoder", "train", "tracking=disabled", *overrides], project, check=False,
+                timeout=600)  # fmt: skip
+        assert r.returncode == 5, r.stderr[-2000:]
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and words in last and "make setup-train-gpu" in last
+        assert (project / "models/smoke/keep.txt").exists()  # nothing was touched
+    from litecoder.stages.train import resolve_needs
+
+    cfg = compose_cfg("train.attention=auto", "train.sample_packing=true")
+    assert resolve_needs(cfg, TRAIN_PY) == "sdpa"  # no flash-attn, no GPU here
+    y = axolotl_config(cfg, "/m", None, Path("/d.jsonl"), Path("/o"), "sdpa")
+    assert y["attn_implementation"] == "sdpa"
+
+
 def test_unreadable_dataset_is_a_clear_error(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p", git=False)
     (project / "data/sft").mkdir(parents=True)

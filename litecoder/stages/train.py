@@ -103,8 +103,40 @@ def create_tiny_model(cfg: Config, python: Path, tokenizer_path: str, out: Path)
     return info
 
 
+def resolve_needs(cfg: Config, python: Path) -> str:
+    """Before anything is loaded: what the recipe needs is in the training environment, and
+    the attention implementation it will use (said in one line). TrainError otherwise."""
+    t = cfg.train
+    have = json.loads(helper(python, "needs")[-1])
+    env = f"the training environment ({python})"
+    how = "make setup-train-gpu, or another train recipe"
+    if t.deepspeed and not have["deepspeed"]:
+        raise TrainError(f"train.deepspeed {t.deepspeed!r}: DeepSpeed is not installed in {env} "
+                         f"({how})")  # fmt: skip
+    if t.attention == "flash_attention_2" and not have["flash_attn"]:
+        raise TrainError(f"train.attention=flash_attention_2: flash-attn is not installed in "
+                         f"{env} ({how}; or train.attention=sdpa)")  # fmt: skip
+    if t.precision == "bf16" and t.device == "gpu" and have["cuda"] and not have["bf16"]:
+        raise TrainError("train.precision=bf16: this GPU has no bf16 (train.precision=fp16)")
+    attention = t.attention
+    if attention == "auto":
+        attention = "flash_attention_2" if have["flash_attn"] and have["cuda"] else "sdpa"
+        why = "flash-attn is installed" if attention != "sdpa" else "flash-attn is not there"
+        cost = ""
+        if attention == "sdpa" and t.sample_packing:
+            cost = (" (packed rows take Axolotl's variable-length path in bf16/fp16; in fp32 "
+                    "every call falls back to a dense mask)")  # fmt: skip
+        log.info("attention: %s (%s)%s", attention, why, cost)
+    return attention
+
+
 def axolotl_config(
-    cfg: Config, base: str, tokenizer: str | None, dataset: Path, out: Path
+    cfg: Config,
+    base: str,
+    tokenizer: str | None,
+    dataset: Path,
+    out: Path,
+    attention: str | None = None,
 ) -> dict[str, Any]:
     t = cfg.train
     y: dict[str, Any] = {
@@ -137,7 +169,7 @@ def axolotl_config(
         "bf16": t.precision == "bf16",
         "fp16": t.precision == "fp16",
         "tf32": False,
-        "attn_implementation": "flash_attention_2" if t.flash_attention else "sdpa",
+        "attn_implementation": attention or (t.attention if t.attention != "auto" else "sdpa"),
         "gradient_checkpointing": t.gradient_checkpointing,
         "logging_steps": 1,
         "save_strategy": "no",
@@ -310,6 +342,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     track = StageRun("train", cfg, ctx.paths.workdir)
     python = train_python(cfg, ctx.root)
+    attention = resolve_needs(cfg, python)  # before anything is loaded or deleted
     dataset = ctx.paths.sft / "train.jsonl"
     if not dataset.exists() or not dataset.read_text().strip():
         raise TrainError(f"{dataset} is missing or empty: nothing to train on")
@@ -330,7 +363,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
             else _resolve(ref, ctx.paths.workdir, ctx.root) or ref
         )
         base_rel = ref
-    y = axolotl_config(cfg, base, tokenizer, dataset.resolve(), out.resolve())
+    y = axolotl_config(cfg, base, tokenizer, dataset.resolve(), out.resolve(), attention)
+    if cfg.train.deepspeed:  # from anywhere: the run dir's, else the project's
+        y["deepspeed"] = _resolve(cfg.train.deepspeed, ctx.paths.workdir, ctx.root)
     yaml_path = out / "axolotl.yaml"
     write_text(yaml_path, yaml.safe_dump(y, sort_keys=False))
     validate_axolotl(python, yaml_path)
@@ -364,6 +399,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         {
             "recipe": cfg.train.name,
             "base_model": base_rel,
+            "attention": attention,
             "rows": sum(1 for _ in dataset.open()),
             "steps": len(hist),
             "first_loss": round(losses[0], 4) if losses else None,

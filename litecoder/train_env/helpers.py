@@ -5,6 +5,7 @@
     python helpers.py from-gguf --gguf FILE --out DIR
     torchrun --nproc_per_node=N ... helpers.py train-cpu axolotl.yaml
     python helpers.py trained-tokens --config axolotl.yaml --rows train.jsonl [--n 5]
+    python helpers.py needs
 
 `tiny-model` creates a randomly initialised model (architecture and sizes from JSON) with the
 given tokenizer; `validate` applies Axolotl's own config validation and prints one line;
@@ -12,7 +13,8 @@ given tokenizer; `validate` applies Axolotl's own config validation and prints o
 tokenizer and the chat template from the GGUF metadata); `train-cpu` is `axolotl train` for
 several processes on CPU (see train_cpu); `trained-tokens` tokenizes rows exactly as the
 recipe's first dataset entry would (Axolotl's own chat_template strategy) and prints, per row,
-how many tokens carry a label (the loss) out of how many.
+how many tokens carry a label (the loss) out of how many; `needs` says whether flash-attn and
+DeepSpeed are installed and a CUDA device (with bf16) is there.
 """
 
 from __future__ import annotations
@@ -143,6 +145,21 @@ def train_cpu(config: str) -> None:
     print(f"train-cpu: rank {rank} of {world} finished", file=sys.stderr, flush=True)
 
 
+def needs() -> None:
+    """What this environment offers a recipe, as one JSON line (nothing is imported that
+    would initialise CUDA)."""
+    import importlib.util
+
+    import torch
+
+    print(json.dumps({
+        "flash_attn": importlib.util.find_spec("flash_attn") is not None,
+        "deepspeed": importlib.util.find_spec("deepspeed") is not None,
+        "cuda": torch.cuda.is_available(),
+        "bf16": bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
+    }))  # fmt: skip
+
+
 def trained_tokens(config: str, rows: str, n: int) -> None:
     import yaml
     from axolotl.prompt_strategies.chat_template import StrategyLoader
@@ -173,6 +190,7 @@ def main() -> None:
     v.add_argument("--config", required=True, action="append")
     c = sub.add_parser("train-cpu")
     c.add_argument("config")
+    sub.add_parser("needs")
     k = sub.add_parser("trained-tokens")
     k.add_argument("--config", required=True)
     k.add_argument("--rows", required=True)
@@ -184,6 +202,8 @@ def main() -> None:
         from_gguf(a.gguf, a.out)
     elif a.cmd == "train-cpu":
         train_cpu(a.config)
+    elif a.cmd == "needs":
+        needs()
     elif a.cmd == "trained-tokens":
         trained_tokens(a.config, a.rows, a.n)
     else:
