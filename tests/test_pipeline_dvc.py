@@ -190,6 +190,14 @@ def test_dvc_yaml_is_generated_from_the_stage_specs() -> None:
                 assert dep in written, (name, dep)
         written |= set(entry["outs"]) | {next(iter(m)) for m in entry["metrics"]}
         written |= {next(iter(p)) for p in entry.get("plots", [])}
+    # Every parameter a stage names is in params.yaml (DVC refuses the stage otherwise).
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, entry in stages.items():
+        for key in entry.get("params", []):
+            node = params
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, (name, key)
+                node = node[part]
     r = run(["litecoder", "dvc-yaml", "--check"], REPO)
     assert "up to date" in r.stdout
 
