@@ -38,9 +38,13 @@ from litecoder.sandbox import SandboxError
 log = logging.getLogger("litecoder")
 
 
+# -v/--verbose is global: any command accepts it (debug logs, and a traceback on an error).
+_VERBOSE: list[bool] = [False]
+
+
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose or _VERBOSE[0] else logging.INFO,
         format="%(message)s",
         # Logs go to stderr: stdout is for a command's results.
         handlers=[
@@ -512,9 +516,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     handler, _ = COMMANDS[argv[0]]
-    verbose = "-v" in argv[1:] or "--verbose" in argv[1:]
+    verbose = _VERBOSE[0] = "-v" in argv[1:] or "--verbose" in argv[1:]
     try:
-        code = handler(argv[1:])
+        code = handler([a for a in argv[1:] if a not in ("-v", "--verbose")])
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130

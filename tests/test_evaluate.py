@@ -18,10 +18,11 @@ import yaml
 
 from litecoder.sandbox.trial import SPEC_NAME, TrialSpec
 from litecoder.stages.evaluate import score
-from tests.conftest import docker_ok, make_project, run
+from tests.conftest import REPO, docker_ok, make_project, run
 from tests.loopback_api import ScriptedAPI
 
-INFRA = ["EnvironmentStartTimeoutError", "RuntimeError"]
+# What the project's config counts as trials that did not finish (not as failures).
+INFRA = yaml.safe_load((REPO / "conf/eval/common.yaml").read_text())["infra_error_types"]
 
 
 # --- a small task set in the original Terminal-Bench layout -----------------------------------
@@ -135,13 +136,15 @@ def test_unfinished_trials_are_counted_apart_never_as_failures() -> None:
         _trial("b", None, "EnvironmentStartTimeoutError"),  # infra: not a failure
         _trial("c", None, "AgentTimeoutError"),  # the model ran out of time: a failure
         _trial("c", 0.0),
-    ]  # task d: no trial at all (killed)
+        _trial("d", None, "RewardFileNotFoundError"),  # the verifier could not run: not a result
+    ]  # task d: no other trial (killed)
     s = score(results, k=2, tasks=["a", "b", "c", "d"], infra_error_types=INFRA, bootstrap=200)
     assert s["trials"] == 5 and s["expected_trials"] == 8
     assert s["unfinished"] == 3
     assert s["unfinished_by_type"] == {
         "EnvironmentStartTimeoutError": 1,
-        "no result (killed or never started)": 2,
+        "RewardFileNotFoundError": 1,
+        "no result (killed or never started)": 1,
     }
     assert s["tasks_scored"] == 3 and "d" not in s["per_task"]
     assert s["per_task"]["b"]["rewards"] == [1.0]

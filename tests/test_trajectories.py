@@ -340,6 +340,21 @@ def test_filter_rules_on_real_trials(rule_trials: Path) -> None:
     )
 
 
+def test_a_verifier_that_could_not_run_is_infrastructure_not_a_failure() -> None:
+    """Harbor's verifier errors (no reward file: e.g. a test.sh that downloads its tools,
+    offline) say nothing about the agent: the trial is kept apart, not rejected as its own."""
+    from types import SimpleNamespace
+
+    cfg = compose_cfg().filter
+    for etype in ("RewardFileNotFoundError", "RewardFileEmptyError", "VerifierOutputParseError"):
+        result = SimpleNamespace(
+            exception_info=SimpleNamespace(exception_type=etype, exception_message="no reward"),
+            verifier_result=None,
+        )
+        kind, reasons = judge_trial(result, None, cfg, {})
+        assert kind == "infra" and reasons[0].rule == "infra", (etype, reasons)
+
+
 def test_filter_thresholds_are_config(rule_trials: Path) -> None:
     # Lenient settings keep what the defaults reject, stricter ones reject what they keep.
     j = _judged(

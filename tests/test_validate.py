@@ -72,6 +72,19 @@ DEFECTS = [
     ("bad-toml", lambda d: (d / "task.toml").write_text(GOOD_TOML + "[agnet]\nx = 1\n"),
      "task_toml", "unknown key"),
     ("no-instruction", lambda d: (d / "instruction.md").unlink(), "layout", "instruction.md"),
+    # Malformed files: each a finding of its own task, never an abort of the whole run.
+    ("non-utf8-dockerfile", lambda d: (d / "environment/Dockerfile").write_bytes(
+        b"FROM litecoder-base:bookworm\nRUN echo \xff\xfe\n"), "dockerfile", "not UTF-8"),
+    ("non-utf8-toml", lambda d: (d / "task.toml").write_bytes(
+        GOOD_TOML.encode() + b"# \xff\n"), "task_toml", "UTF-8"),
+    ("unclosed-copy-quote", lambda d: (d / "environment/Dockerfile").write_text(
+        f'FROM {BASE}\nCOPY "data/in.csv /app/\n'), "copy_sources", "does not parse"),
+    ("bare-from", lambda d: (d / "environment/Dockerfile").write_text("FROM\nRUN true\n"),
+     "dockerfile", "FROM names no image"),
+    ("bad-compose-yaml", lambda d: (d / "environment/docker-compose.yaml").write_text(
+        "services:\n  main: [\n"), "compose", "YAML"),
+    ("compose-services-list", lambda d: (d / "environment/docker-compose.yaml").write_text(
+        "services:\n  - main\n"), "compose", "services"),
 ]  # fmt: skip
 
 
@@ -93,6 +106,9 @@ def test_each_defect_is_reported(tmp_path: Path) -> None:
     assert "1 of 1 task(s) pass" in table.stdout
     r = run(["litecoder", "validate", str(root / "test-time-uv"), "--allow-network"], REPO)
     assert r.returncode == 0
+    # The run's error says "run with -v": -v is accepted.
+    r = run(["litecoder", "validate", str(root / "bare-from"), "-v"], REPO, check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
 @pytest.mark.docker

@@ -211,7 +211,9 @@ def check_task_toml(path: Path, expected: TaskToml | None = None) -> list[str]:
     from pydantic import BaseModel, ValidationError
 
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        return [f"task.toml is not UTF-8 text ({e.reason} at byte {e.start})"]
     except (OSError, tomllib.TOMLDecodeError) as e:
         return [f"task.toml does not parse: {e}"]
     try:

@@ -110,7 +110,17 @@ def _static(r: TaskReport, task: Path, allow_network: bool) -> None:
     docker_image = env.get("docker_image")
     dockerfile = task / "environment/Dockerfile"
     if dockerfile.is_file():
-        for instr, args in dockerfile_instructions(dockerfile.read_text(errors="replace")):
+        data = dockerfile.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            r.add("dockerfile", [f"not UTF-8 text ({e.reason} at byte {e.start})"])
+        instructions = dockerfile_instructions(data.decode("utf-8", errors="replace"))
+        if not any(instr == "FROM" for instr, _ in instructions):
+            r.add("dockerfile", ["no FROM instruction"])
+        for instr, args in instructions:
+            if instr == "FROM" and not args.split():
+                r.add("dockerfile", ["FROM names no image"])
             if instr == "FROM" and args.split():
                 r.add("image", _image_problems(args.split()[0]))
             if instr in ("RUN", "ADD") and DOWNLOADS.search(args) and not allow_network:
