@@ -28,11 +28,13 @@ from typing import Any
 from rich.console import Console
 from rich.logging import RichHandler
 
-from litecoder.config import CONF_DIR_NAME, ConfigError, load_config, validate
+from litecoder.config import CONF_DIR_NAME, ConfigError
+from litecoder.config.load import load_config, validate
+from litecoder.context import run_stage
 from litecoder.io import MissingInput, StageError, write_text
 from litecoder.llm import LLMError
 from litecoder.llm.parse import one_line
-from litecoder.pipeline import ORDER, STAGES, run_stage
+from litecoder.pipeline import ORDER, STAGES
 from litecoder.sandbox import SandboxError
 
 log = logging.getLogger("litecoder")
@@ -253,7 +255,7 @@ def _compare_main(argv: list[str]) -> int:
 
 
 def _dvc_yaml_main(argv: list[str]) -> int:
-    from litecoder.pipeline import dvc_yaml
+    from litecoder.dvcfile import dvc_yaml
 
     p = argparse.ArgumentParser(
         prog="litecoder dvc-yaml", description="write dvc.yaml from the stage specs"

@@ -152,7 +152,7 @@ class SweepCallback:
     def on_multirun_end(self, config: Any, **_: Any) -> None:
         from omegaconf import OmegaConf
 
-        from litecoder.config import validate
+        from litecoder.config.load import validate
 
         sweep = Path(config.hydra.sweep.dir)
         if not sweep.is_dir():

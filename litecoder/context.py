@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -19,7 +20,7 @@ from litecoder.endpoints import Endpoints
 from litecoder.io import StageError, read_model, read_records
 from litecoder.llm import EndpointError, Limit, LLMClient, ResponseCache, UsageBook, open_cache
 from litecoder.llm.shared import Ledger
-from litecoder.pipeline import Paths, producer
+from litecoder.pipeline import STAGES, Paths, producer
 from litecoder.sandbox.engine import set_project
 
 log = logging.getLogger(__name__)
@@ -104,17 +105,6 @@ class StageContext:
             )
 
 
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
-
-
-def env_python(path: str, root: Path) -> Path | None:
-    """An interpreter path from config: absolute, else under the project root, else under
-    litecoder's own checkout (where scripts/setup.sh creates .venv-train)."""
-    p = Path(path)
-    candidates = [p] if p.is_absolute() else [root / p, SOURCE_ROOT / p]
-    return next((c for c in candidates if c.exists()), None)
-
-
 def cache_dir(cfg: Config, root: Path) -> Path | None:
     if not cfg.llm.cache:
         return None
@@ -153,3 +143,24 @@ def stage_context(
     finally:
         if cache is not None:
             cache.close()
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def run_stage(name: str, cfg: Config, *, root: Path, workdir: Path) -> dict[str, Any]:
+    spec = STAGES[name]
+    roles = spec.roles_for(cfg)
+    stand_in = [r for r in roles if cfg.teacher(r).stand_in and not cfg.teacher(r).base_url]
+    note = (
+        f" -- on the offline stand-in teacher ({', '.join(f'models.{r}' for r in stand_in)}: "
+        "scripted answers, not a model)"
+        if stand_in
+        else ""
+    )
+    log.info("stage %s (experiment %s) in %s%s", name, cfg.experiment.name, workdir, note)
+    with stage_context(cfg, root, workdir, name) as ctx:
+        ctx.preflight(roles)
+        metrics = spec.function()(ctx)
+    log.info("stage %s done in %.1fs", name, metrics.get("duration_s", 0.0))
+    return metrics

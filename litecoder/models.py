@@ -152,7 +152,7 @@ def _fetch(p: PackagedGGUF, into: Path, timeout: float) -> Path:
 
 def resolve_with(ref: str, train_python_cfg: str, root: Path) -> str:
     """`resolve` with the training environment named in config (`train.python`)."""
-    from litecoder.context import env_python
+    from litecoder.procs import env_python
 
     if parse(ref) is None:
         return ref

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from litecoder.config import CONF_DIR_NAME, ConfigError, load_config
+from litecoder.config import CONF_DIR_NAME, ConfigError
+from litecoder.config.load import load_config
 
 LOCAL = Path("local") / "overrides.yaml"
 HEADER = """\

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+from pathlib import Path
 from typing import Any
 
 
@@ -30,3 +31,14 @@ def stop_process(proc: subprocess.Popen[Any], grace_s: float = 60) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_python(path: str, root: Path) -> Path | None:
+    """An interpreter path from config: absolute, else under the project root, else under
+    litecoder's own checkout (where scripts/setup.sh creates .venv-train)."""
+    p = Path(path)
+    candidates = [p] if p.is_absolute() else [root / p, SOURCE_ROOT / p]
+    return next((c for c in candidates if c.exists()), None)

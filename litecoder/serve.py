@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from litecoder.config import Serve
-from litecoder.context import env_python
 from litecoder.io import StageError, tail
-from litecoder.procs import die_with_parent, stop_process
+from litecoder.procs import die_with_parent, env_python, stop_process
 
 log = logging.getLogger(__name__)
 SERVED_NAME = "litecoder-eval"
@@ -25,7 +24,8 @@ SERVED_NAME = "litecoder-eval"
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from litecoder.config import Config, compose, validate
+from litecoder.config import Config
+from litecoder.config.load import compose, validate
 from litecoder.standin import StandIn
 
 REPO = Path(__file__).resolve().parent.parent

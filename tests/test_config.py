@@ -9,7 +9,8 @@ import pytest
 import yaml
 from dvc.utils.hydra import compose_and_dump
 
-from litecoder.config import ConfigError, compose, validate
+from litecoder.config import ConfigError
+from litecoder.config.load import compose, validate
 from tests.conftest import REPO, compose_cfg, make_project, run
 
 KEYS = {"KIMI_API_KEY": "k", "MINIMAX_API_KEY": "m", "OPENAI_API_KEY": "o"}

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from litecoder.config import Decontam
+from litecoder.context import run_stage
 from litecoder.decontam import BenchmarkIndex
 from litecoder.io import read_jsonl
-from litecoder.pipeline import run_stage
 from litecoder.standin import StandIn
 from tests.conftest import compose_cfg
 

@@ -29,12 +29,12 @@ def _git(project: Path) -> None:
 
 
 def test_outages_are_waited_out(tmp_path: Path) -> None:
-    """429 with Retry-After for 60 s while sampling (one project), refused connections for 60 s
+    """429 with Retry-After for 30 s while sampling (one project), refused connections for 30 s
     while judging (another, side by side): `dvc repro` finishes, every record a real result,
     exit 0."""
     with StandIn() as server, FlakyProxy(server.base_url) as p1, FlakyProxy(server.base_url) as p2:
-        p1.set(outages=[("/completions", 4, "429", 60)])  # sample: raw completions
-        p2.set(outages=[("/chat/completions", 4, "refused", 60)])  # judge: chat
+        p1.set(outages=[("/completions", 4, "429", 30)])  # sample: raw completions
+        p2.set(outages=[("/chat/completions", 4, "refused", 30)])  # judge: chat
         projects = []
         for name, proxy in (("a", p1), ("b", p2)):
             project = make_project(tmp_path / name, git=False)
@@ -51,7 +51,7 @@ def test_outages_are_waited_out(tmp_path: Path) -> None:
             _, err = proc.communicate(timeout=900)
             assert proc.returncode == 0, err[-3000:]
         took = time.monotonic() - start
-    assert took >= 60  # the outages were really waited out
+    assert took >= 30  # the outages were really waited out
     for project, hit in zip(projects, ("sample", "judge"), strict=True):
         sampled = read_jsonl(project / "data/tasks/sampled.jsonl")
         judged = read_jsonl(project / "data/tasks/judged.jsonl")

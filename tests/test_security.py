@@ -172,6 +172,11 @@ def test_hostile_trial_is_contained_and_reported(hostile_trial: dict[str, Any]) 
     assert sanitized["/logs/agent/rootlink"] == "link not copied"
     assert not (trial / "agent/disk").exists()  # mknod is not allowed in a trial
     # The fork bomb's processes were gone before the verifier ran.
+    result = json.loads((trial / "result.json").read_text())
+    assert "processes_killed_before_verifier" in report["environment"], (
+        result.get("exception_info"),
+        (trial / "trial.log").read_text()[-3000:],
+    )
     assert report["environment"]["processes_killed_before_verifier"] > 0
     # The limits held, and litecoder saw them hit.
     limits = report["limits"]

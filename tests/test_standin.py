@@ -59,7 +59,7 @@ def test_reworded_prompts_change_nothing(tmp_path: Path) -> None:
             "--until",
             "filter",
             "tracking=disabled",
-            "sampler.n_tasks=7",
+            "sampler.n_tasks=4",
             "envprep.validate.harbor_oracle=false",
             "rollout.n_attempts=1",
         ],
@@ -67,11 +67,11 @@ def test_reworded_prompts_change_nothing(tmp_path: Path) -> None:
         timeout=1800,
     )
     sampled = read_jsonl(project / "data/tasks/sampled.jsonl")
-    assert len(sampled) == 7 and all(r["outcome"] == "ok" for r in sampled)
+    assert len(sampled) == 4 and all(r["outcome"] == "ok" for r in sampled)
     judged = read_jsonl(project / "data/tasks/judged.jsonl")
     assert all(r["judge"]["outcome"] == "ok" for r in judged)
     envprep = json.loads((project / "metrics/envprep.json").read_text())
-    assert envprep["environments"] >= 3 and envprep["failed"] == 0
+    assert envprep["environments"] >= 2 and envprep["failed"] == 0
     kept = read_jsonl(project / "data/trajectories/kept.jsonl")
     assert kept, "no trajectory solved: the stand-in did not follow the reworded run"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from litecoder.config import Dedup
+from litecoder.context import run_stage
 from litecoder.io import read_jsonl
-from litecoder.pipeline import run_stage
 from litecoder.records import JudgedTask
 from litecoder.stages.dedup import dedup
 from litecoder.stages.sample import allocate

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from litecoder.config import ConfigError, compose, validate
+from litecoder.config import ConfigError
+from litecoder.config.load import compose, validate
 from litecoder.io import read_jsonl
 from litecoder.stages.evaluate import harbor_job, pass_at_k
 from litecoder.stages.train import (

@@ -16,10 +16,10 @@ from typing import Any
 
 from litecoder.config import Config
 from litecoder.envprep import steps
-from litecoder.envprep.core import EnvOutcome, EnvprepContext, StepFailed
+from litecoder.envprep.core import EnvprepContext, StepFailed
 from litecoder.envprep.validate import build, validate
 from litecoder.io import write_json, write_text
-from litecoder.records import JudgedTask, Splits
+from litecoder.records import EnvOutcome, JudgedTask, Splits
 from litecoder.sandbox import SandboxError
 
 log = logging.getLogger(__name__)

@@ -19,13 +19,13 @@ from typing import Any
 
 from litecoder import base_image
 from litecoder.envprep.capture import CaptureTooLarge, capture_state
-from litecoder.envprep.core import EnvOutcome, EnvprepContext, Refined, StepFailed
+from litecoder.envprep.core import EnvprepContext, Refined, StepFailed
 from litecoder.envprep.executors import ContainerExecutor, TaskDirExecutor
 from litecoder.harbor import compose
 from litecoder.harbor.taskdir import render_dockerfile, task_toml
 from litecoder.io import write_text
 from litecoder.llm import parse_json_as
-from litecoder.records import JudgedTask
+from litecoder.records import EnvOutcome, JudgedTask
 
 
 async def refine(ep: EnvprepContext, task: JudgedTask, out: EnvOutcome) -> Refined:

@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from litecoder.envprep.core import EnvOutcome, EnvprepContext, StepFailed
+from litecoder.envprep.core import EnvprepContext, StepFailed
 from litecoder.harbor import runner, verifier
 from litecoder.harbor.taskdir import check_copy_sources, check_layout, check_task_toml
 from litecoder.io import tail
+from litecoder.records import EnvOutcome
 from litecoder.sandbox import BuildError, build_image, image_labels
 
 CHECKS = [

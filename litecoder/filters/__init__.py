@@ -12,24 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from typing import Any, Literal
 
 from litecoder.config import Filter
+from litecoder.filters.registry import RULES, RuleFn, rule
+
+__all__ = ["RULES", "Failure", "RuleFn", "judge_trial", "rule", "signature"]
 from litecoder.records import Reason
 from litecoder.trajectory import Trajectory
 
-RuleFn = Callable[[Any, Trajectory, Filter], list[Reason]]
-RULES: dict[str, RuleFn] = {}
 Failure = Literal["", "infra", "agent", "quality"]
-
-
-def rule(name: str) -> Callable[[RuleFn], RuleFn]:
-    def register(fn: RuleFn) -> RuleFn:
-        RULES[name] = fn
-        return fn
-
-    return register
 
 
 def signature(traj: Trajectory) -> str:

@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from litecoder.config import Filter
-from litecoder.filters import rule
+from litecoder.filters.registry import rule
 from litecoder.harbor.runner import reward as trial_reward
 from litecoder.records import Reason
 from litecoder.trajectory import Trajectory

@@ -130,7 +130,8 @@ def job_config(
             "environment": environment or environment_config(),
         }
     )
-    return job.model_dump(mode="json")
+    dumped: dict[str, Any] = job.model_dump(mode="json")
+    return dumped
 
 
 # --- staging ----------------------------------------------------------------------------------
@@ -437,7 +438,8 @@ def trial_report(trial_dir: Path) -> dict[str, Any]:
     """What `run_harbor` recorded for a trial (sanitized paths, limits hit)."""
     p = trial_dir / REPORT
     with contextlib.suppress(OSError, json.JSONDecodeError):
-        return json.loads(p.read_text())
+        report: dict[str, Any] = json.loads(p.read_text())
+        return report
     return {}
 
 

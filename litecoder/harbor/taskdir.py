@@ -202,7 +202,7 @@ def task_toml(task: TaskToml, metadata: dict[str, Any]) -> str:
             },
         }
     )
-    return cfg.model_dump_toml()
+    return str(cfg.model_dump_toml())
 
 
 def check_task_toml(path: Path, expected: TaskToml | None = None) -> list[str]:
@@ -269,7 +269,8 @@ def read_metadata(task_dir: Path) -> dict[str, Any]:
         raw = tomllib.loads((task_dir / "task.toml").read_text())
     except (OSError, tomllib.TOMLDecodeError):
         return {}
-    return raw.get("metadata", {})
+    meta: dict[str, Any] = raw.get("metadata", {})
+    return meta
 
 
 def litecoder_meta(task_dir: Path) -> dict[str, Any]:

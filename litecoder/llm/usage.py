@@ -166,7 +166,9 @@ def _check(scope: str, knob: str, lim: Limit, cost: float, tokens: int, this: fl
         )
 
 
-def output_rates(outcomes: list[tuple[bool, int]], completion_tokens: int, wall_s: float) -> dict:
+def output_rates(
+    outcomes: list[tuple[bool, int]], completion_tokens: int, wall_s: float
+) -> dict[str, Any]:
     """How often a model's answers were usable: per (valid, attempts) pair of each call, the
     share valid in the end and on the first try, and the answer tokens per wall-clock second
     of the stage (cache hits make it look faster)."""

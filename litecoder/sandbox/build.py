@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 from collections import deque
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from litecoder.sandbox.engine import BuildError, SandboxError, one_line
+from litecoder.sandbox.engine import LEDGER_DIR, BuildError, SandboxError, one_line
 
 
 @dataclass(frozen=True)
@@ -124,27 +123,6 @@ def _image_id(client: Any, name: str) -> str | None:
         return None
 
 
-LEDGER_DIR = Path(tempfile.gettempdir()) / "litecoder-builds"
-
-
-def remove_killed_builds(client: Any) -> int:
-    """The intermediate images of builds whose process was killed (SIGKILL) before it could
-    remove them: listed in its ledger, removed while nothing else uses them."""
-    n = 0
-    for ledger in LEDGER_DIR.glob("*.layers"):
-        pid = ledger.name.split("-")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and Path(f"/proc/{pid}").exists():
-            continue  # that build is still running
-        ids = ledger.read_text().split()
-        for image_id in reversed(ids):
-            with contextlib.suppress(Exception):
-                if not client.images.get(image_id).tags:
-                    client.images.remove(image_id, noprune=False)
-                    n += 1
-        ledger.unlink(missing_ok=True)
-    return n
-
-
 def _remove_layers(client: Any, layers: list[str]) -> None:
     """A failed build's own intermediate images, newest first; never another build's (several
     builds run at once, so a prune of whatever is dangling would break them)."""
@@ -158,12 +136,14 @@ def import_rootfs(client: Any, tarball: Path, name: str, lab: dict[str, str]) ->
     repo, _, tag = name.rpartition(":") if ":" in name.split("/")[-1] else (name, "", "latest")
     changes = ['CMD ["bash"]'] + [f"LABEL {k}={json.dumps(v)}" for k, v in lab.items()]
     client.api.import_image_from_file(str(tarball), repository=repo, tag=tag, changes=changes)
-    return client.images.get(name).id
+    image_id: str = client.images.get(name).id
+    return image_id
 
 
 def pull_image(client: Any, name: str) -> str:
     try:
-        return client.images.pull(name).id
+        image_id: str = client.images.pull(name).id
+        return image_id
     except Exception as e:
         raise SandboxError(f"cannot pull {name}: {one_line(e)}") from None
 

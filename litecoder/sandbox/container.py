@@ -411,7 +411,7 @@ class Sandbox:
 
     def archive_chunks(self, path: str) -> Iterable[bytes]:
         """A tar stream of `path` in the container (works on a stopped container)."""
-        stream, _ = self.container.get_archive(path)
+        stream: Iterable[bytes] = self.container.get_archive(path)[0]
         return stream
 
     def read_file(self, path: str, max_bytes: int = 1 << 20) -> bytes | None:

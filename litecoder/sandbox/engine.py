@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,11 +294,32 @@ def remove_containers(client: Any, run: str) -> int:
     return n
 
 
+# Each build lists its intermediate images here, so that those of a killed build can be removed.
+
+LEDGER_DIR = Path(tempfile.gettempdir()) / "litecoder-builds"
+
+
+def remove_killed_builds(client: Any) -> int:
+    """The intermediate images of builds whose process was killed (SIGKILL) before it could
+    remove them: listed in its ledger, removed while nothing else uses them."""
+    n = 0
+    for ledger in LEDGER_DIR.glob("*.layers"):
+        pid = ledger.name.split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and Path(f"/proc/{pid}").exists():
+            continue  # that build is still running
+        ids = ledger.read_text().split()
+        for image_id in reversed(ids):
+            with contextlib.suppress(Exception):
+                if not client.images.get(image_id).tags:
+                    client.images.remove(image_id, noprune=False)
+                    n += 1
+        ledger.unlink(missing_ok=True)
+    return n
+
+
 def remove_orphans(client: Any) -> int:
     """Containers, and intermediate build images, of litecoder processes on this host that
     died (SIGKILL)."""
-    from litecoder.sandbox.build import remove_killed_builds
-
     n = remove_killed_builds(client)
     host = socket.gethostname()
     for c in client.containers.list(

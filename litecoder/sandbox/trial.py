@@ -293,11 +293,25 @@ class TrialContainers:
         were besides docker-init and the container's own command (`_baseline`)."""
         c = self.main
         left = len(self._pids() - self._baseline)
-        try:
-            c.restart(timeout=0)
-        except Exception as e:
-            raise SandboxError(f"could not restart the trial container: {one_line(e)}") from None
-        deadline = time.monotonic() + 60
+        # SIGKILL to pid 1 ends the whole pid namespace (a fork bomb included); kill, wait and
+        # start are separate calls so that a slow engine under load is retried, not fatal.
+        last: Exception | None = None
+        for _ in range(3):
+            try:
+                c.reload()
+                if c.status == "running":
+                    c.kill()
+                c.wait(timeout=120, condition="not-running")
+                c.start()
+            except Exception as e:
+                last = e
+                time.sleep(1)
+                continue
+            break
+        else:
+            assert last is not None
+            raise SandboxError(f"could not restart the trial container: {one_line(last)}")
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             c.reload()
             if c.status == "running":
@@ -401,7 +415,7 @@ class TrialContainers:
         from docker.errors import NotFound
 
         try:
-            stream, _ = self.main.get_archive(path)
+            stream: Iterable[bytes] = self.main.get_archive(path)[0]
         except NotFound:
             raise FileNotFoundError(f"{path} does not exist in the trial container") from None
         return stream

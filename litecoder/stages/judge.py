@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -20,7 +21,7 @@ from litecoder.context import StageContext
 from litecoder.io import write_records
 from litecoder.llm import InvalidOutput, parse_json_as
 from litecoder.llm.usage import output_rates
-from litecoder.records import JudgedTask, JudgeResult, SampledTask, Tokens
+from litecoder.records import CriterionScore, JudgedTask, JudgeResult, SampledTask, Tokens
 from litecoder.tracking import StageRun, progress
 
 
@@ -34,7 +35,7 @@ class Verdict(BaseModel):
     summary: str = ""
 
 
-def make_parser(criteria: list[str]):
+def make_parser(criteria: list[str]) -> Callable[[str], Verdict]:
     def verdict(obj: dict[str, Any]) -> Verdict:
         v = Verdict.model_validate(obj)
         missing = [c for c in criteria if c not in v.scores]
@@ -110,7 +111,10 @@ async def _judge(ctx: StageContext, records: list[SampledTask], bar: Any) -> lis
                 attempts=res.attempts,
                 tokens=tokens,
                 outcome="ok",
-                scores={k: v.model_dump() for k, v in res.value.scores.items()},
+                scores={
+                    k: CriterionScore(score=v.score, reason=v.reason)
+                    for k, v in res.value.scores.items()
+                },
                 summary=res.value.summary,
             )
             return JudgedTask(**base, accepted=not below, judge=judge, rejected_by=below)

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from litecoder.config import Config, Domain, Teacher
@@ -67,7 +68,7 @@ def task_id(teacher: Teacher, req: dict[str, Any]) -> str:
     return "t-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def make_parser(stops: list[str], min_chars: int, max_chars: int):
+def make_parser(stops: list[str], min_chars: int, max_chars: int) -> Callable[[str], str]:
 
     def parse(text: str) -> str:
         # A reasoning model thinks before it writes the task: only what follows is the task.

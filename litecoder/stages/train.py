@@ -26,9 +26,9 @@ import yaml
 
 from litecoder import models
 from litecoder.config import Config
-from litecoder.context import StageContext, env_python
+from litecoder.context import StageContext
 from litecoder.io import StageError, write_json, write_text
-from litecoder.procs import die_with_parent, stop_process
+from litecoder.procs import die_with_parent, env_python, stop_process
 from litecoder.records import ModelInfo
 from litecoder.tracking import StageRun
 
@@ -93,7 +93,7 @@ def create_tiny_model(cfg: Config, python: Path, tokenizer_path: str, out: Path)
         "--spec",
         cfg.train.tiny_model.model_dump_json(),
     ]
-    info = json.loads(helper(python, *args)[-1])
+    info: dict[str, Any] = json.loads(helper(python, *args)[-1])
     log.info(
         "created a %s with %.2fM parameters in %s",
         info["architecture"],

@@ -90,4 +90,5 @@ class StandIn:
 def stand_in_stats(base_url: str) -> dict[str, Any]:
     url = base_url.rstrip("/").removesuffix("/v1") + "/_stand_in/stats"
     with urllib.request.urlopen(url, timeout=10) as r:
-        return json.load(r)
+        stats: dict[str, Any] = json.load(r)
+        return stats

@@ -26,7 +26,7 @@ import sys
 from typing import Any
 
 
-def tiny_model(tokenizer: str, out: str, spec: dict) -> None:
+def tiny_model(tokenizer: str, out: str, spec: dict[str, Any]) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 

@@ -8,26 +8,12 @@ did). Import order below is the registry's order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
+from litecoder.trajectory.formats.registry import FORMATS, Format, register
 from litecoder.trajectory.neutral import Trajectory
 
-
-@dataclass(frozen=True)
-class Format:
-    name: str
-    render: Callable[[Trajectory, bool], dict[str, Any]]
-    read_commands: Callable[[dict[str, Any]], list[str]]
-
-
-FORMATS: dict[str, Format] = {}
-
-
-def register(fmt: Format) -> Format:
-    FORMATS[fmt.name] = fmt
-    return fmt
+__all__ = ["FORMATS", "Format", "Reasoning", "read_commands", "register", "render"]
 
 
 Reasoning = Literal["strip", "keep", "move"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from litecoder.trajectory.formats import Format, register
+from litecoder.trajectory.formats.registry import Format, register
 from litecoder.trajectory.formats.terminus import observation
 from litecoder.trajectory.neutral import Trajectory
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from litecoder.trajectory.formats import Format, register
 from litecoder.trajectory.formats import terminus as T
+from litecoder.trajectory.formats.registry import Format, register
 from litecoder.trajectory.neutral import Trajectory, Turn
 
 

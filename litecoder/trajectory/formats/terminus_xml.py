@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from litecoder.trajectory.formats import Format, register
 from litecoder.trajectory.formats import terminus as T
+from litecoder.trajectory.formats.registry import Format, register
 from litecoder.trajectory.neutral import Trajectory, Turn
 
 
