@@ -311,7 +311,7 @@ def _gateway_main(argv: list[str]) -> int:
         )
         with Gateway(make, port=a.port) as gw:
             token = a.token or gw.issue_token("cli")
-            gw.tokens[token] = "cli"
+            gw.tokens[token] = ("cli", None)
             print(f"TOKEN {token}", flush=True)  # clients send it as their API key
             print(f"READY {gw.base_url}", flush=True)
             stop = threading.Event()

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from litecoder.config import Config
+from litecoder.config import Config, Teacher
 from litecoder.endpoints import Endpoints
 from litecoder.io import StageError, read_model, read_records
 from litecoder.llm import EndpointError, Limit, LLMClient, ResponseCache, UsageBook, open_cache
@@ -46,13 +46,30 @@ class StageContext:
         return read_model(path, model, producer=producer(name))
 
     def client(self, role: str, *, cached: bool = True, share_identical: bool = True) -> LLMClient:
-        teacher = self.cfg.teacher(role)
+        return self.client_of(
+            self.cfg.teacher(role),
+            self.endpoints.url(role),
+            served_as=self.endpoints.served_name(role),
+            cached=cached,
+            share_identical=share_identical,
+        )
+
+    def client_of(
+        self,
+        teacher: Teacher,
+        base_url: str,
+        *,
+        served_as: str | None = None,
+        cached: bool = True,
+        share_identical: bool = True,
+    ) -> LLMClient:
+        """A client of any model at `base_url`, under this run's ledger, budget and limits."""
         return LLMClient(
             teacher,
-            base_url=self.endpoints.url(role),
+            base_url=base_url,
             cache=self.cache if cached else None,
             share_identical=share_identical,
-            served_as=self.endpoints.served_name(role),
+            served_as=served_as,
             usage=self.usage.for_teacher(teacher.name),
             book=self.usage,
             limits_dir=limits_dir(self.root),

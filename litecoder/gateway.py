@@ -10,13 +10,16 @@ real API key stays in this process. Streaming requests are streamed through. Age
 are never served from the response cache: two trials asking the same thing must each get
 their own sample.
 
-Trials are told apart by the `X-Litecoder-Session` header (Terminus-2's `session_id_headers`:
-Harbor names the agent session after the trial) and agents by the request metadata header.
+Trials are told apart by their token (an installed agent's trial token names its trial) or
+by the `X-Litecoder-Session` header (Terminus-2's `session_id_headers`: Harbor names the agent
+session after the trial); agents by the job token's agent or the request metadata header.
 
-It answers only who it was started for: it listens on loopback (where Harbor's agents run,
-and no trial container can reach), every request must carry a token it issued (one per
-Harbor job: `issue_token`), and only the configured model names are forwarded (the real
-key never pays for a model nobody configured).
+It answers only who it was started for: it listens on loopback (where Harbor's own agents run)
+and, with `container_host`, on the host's address on Docker's bridge (where agents installed
+in a trial container reach it); every request must carry a token it issued (one per Harbor
+job: `issue_token`, or a trial's token derived from it, see litecoder.trial_tokens) as a
+bearer token or `x-api-key`; and only the configured model names are forwarded (the real key
+never pays for a model nobody configured).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from litecoder.llm import META_HEADER, LLMClient, LLMError, Usage, split_reasoning
+from litecoder.trial_tokens import job_token, trial_of
 
 log = logging.getLogger(__name__)
 SESSION_HEADER = "X-Litecoder-Session"
@@ -73,31 +76,37 @@ class Gateway:
         port: int = 0,
         models: Iterable[str] = (),
         drain_s: float = 120.0,
+        container_host: str | None = None,
     ):
         self.make_client = make_client
         self.drain_s = drain_s
         self.port = port
         self.extra_models = set(models)  # beside the teacher's own
-        self.tokens: dict[str, str] = {}  # token -> what it was issued for
+        self.tokens: dict[str, tuple[str, str | None]] = {}  # token -> (job label, agent)
+        self.container_host = container_host
         self.base_url = ""
+        self.container_url = ""  # for agents inside trial containers (with container_host)
         self.accounts = Accounts()
         self.client: LLMClient | None = None
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
-    def issue_token(self, label: str) -> str:
-        """A bearer token for one job's agents (their OPENAI_API_KEY)."""
-        token = "lc-" + secrets.token_urlsafe(24)
-        self.tokens[token] = label
+    def issue_token(self, label: str, agent: str | None = None) -> str:
+        """A token for one job's agents (their API key); `agent` names who spends with it."""
+        token = job_token()
+        self.tokens[token] = (label, agent)
         return token
 
-    def _refused(self, request: web.Request) -> web.Response | None:
+    def _caller(self, request: web.Request) -> tuple[str | None, str | None] | web.Response:
+        """(trial, agent) the request's token speaks for (either may be unknown), or a 401."""
         auth = request.headers.get("Authorization", "")
-        token = auth.removeprefix("Bearer ").strip()
-        if not token or token not in self.tokens:
-            return _error(401, "no valid litecoder gateway token")
-        return None
+        token = auth.removeprefix("Bearer ").strip() or request.headers.get("x-api-key", "")
+        if token in self.tokens:
+            return None, self.tokens[token][1]
+        if found := trial_of(token, self.tokens):
+            return found[1], self.tokens[found[0]][1]
+        return _error(401, "no valid litecoder gateway token")
 
     def _model_refused(self, body: dict[str, Any]) -> web.Response | None:
         assert self.client is not None
@@ -118,8 +127,8 @@ class Gateway:
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         assert self.client is not None
-        if refused := self._refused(request):
-            return refused
+        if isinstance(caller := self._caller(request), web.Response):
+            return caller
         model = self.client.teacher.model
         return web.json_response({"object": "list", "data": [{"id": model, "object": "model"}]})
 
@@ -131,8 +140,9 @@ class Gateway:
 
     async def _forward(self, request: web.Request, kind: Any) -> web.StreamResponse:
         assert self.client is not None
-        if refused := self._refused(request):
-            return refused
+        if isinstance(caller := self._caller(request), web.Response):
+            return caller
+        token_trial, token_agent = caller
         try:
             body = await request.json()
             meta = json.loads(request.headers.get(META_HEADER) or "{}") or {}
@@ -142,8 +152,11 @@ class Gateway:
             return _error(400, "the request body is not a JSON object")
         if refused := self._model_refused(body):
             return refused
-        trial = request.headers.get(SESSION_HEADER, "unknown").removesuffix("__agent")
-        agent = str(meta.get("agent") or "unknown")
+        # The token's word over the headers: a trial cannot spend as another trial.
+        trial = token_trial or request.headers.get(SESSION_HEADER, "unknown").removesuffix(
+            "__agent"
+        )
+        agent = token_agent or str(meta.get("agent") or "unknown")
         meta = {**meta, "trial": trial}
         if body.get("stream"):
             return await self._stream(request, kind, body, meta, trial, agent)
@@ -200,6 +213,10 @@ class Gateway:
                 await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             self.base_url = f"http://127.0.0.1:{port}/v1"
+            if self.container_host:
+                # The same port on the bridge address (a resumed job keeps its URL).
+                await web.TCPSite(runner, self.container_host, port, backlog=1024).start()
+                self.container_url = f"http://{self.container_host}:{port}/v1"
             return runner
 
         try:

@@ -63,7 +63,7 @@ def test_remote_copies_are_built_by_the_provider_with_harbors_network_policy(
     run(["harbor", "tasks", "migrate", "-i", str(src), "-o", str(tmp_path / "tasks")], tmp_path)
     cfg = compose_cfg("environment=e2b")
     sec = runner.Security.from_config(cfg)
-    assert sec.environment == "e2b" and not sec.disk_quota  # Docker's quota does not apply
+    assert sec.environment.type == "e2b" and not sec.disk_quota  # Docker's quota does not apply
     staged = runner.stage(sorted((tmp_path / "tasks").iterdir()), tmp_path / "staged", run="r",
                           sec=sec)  # fmt: skip
     for d in staged:

@@ -127,6 +127,104 @@ def test_the_gateway_answers_only_its_tokens_and_models() -> None:
         assert gw.base_url.startswith("http://127.0.0.1:")
 
 
+def test_trial_tokens_name_their_trial_and_cannot_be_forged() -> None:
+    """A trial's token (what an installed agent gets inside its container) is accepted, names
+    its trial for the accounts whatever session header it sends, and cannot be made into
+    another trial's or the job's."""
+    from litecoder.trial_tokens import confine, trial_token
+
+    with (
+        ScriptedAPI(lambda n, body: [("ok", "fine", 10, 5)]) as api,
+        Gateway(lambda: LLMClient(_teacher(api.base_url))) as gw,
+    ):
+        job = gw.issue_token("job", "probe")
+        mine = confine(f"LLM_API_KEY={job} x", "trial-1")
+        assert job not in mine and mine == f"LLM_API_KEY={trial_token(job, 'trial-1')} x"
+        token = mine.split("=")[1].split()[0]
+        assert _agent_call(gw.base_url, "trial-2", key=token) == "fine"  # header says trial-2
+        for forged in (token.replace("trial-1", "trial-2"), token[:-1], "lct-" + "0" * 40 + ".t"):
+            with pytest.raises(openai.AuthenticationError):
+                _agent_call(gw.base_url, "t", key=forged)
+        # x-api-key (how Anthropic-style clients send a key) is read too.
+        c = openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0)
+        c.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"Authorization": "", "x-api-key": token},
+        )  # fmt: skip
+        summary = gw.summary()
+    assert set(summary["per_trial"]) == {"trial-1"}  # the token's trial, not the header's
+    assert summary["per_trial"]["trial-1"]["calls"] == 2
+    assert set(summary["per_agent"]) == {"probe"}  # the job's agent, not the metadata's
+
+
+@pytest.mark.docker
+def test_installed_agents_and_evaluation_reach_the_model_only_through_the_gateway(
+    smoke: Path, tmp_path: Path
+) -> None:
+    """An agent installed in the trial container (Harbor's OpenHands, its loop replaced by one
+    request: litecoder.standin.installed_agent) and an evaluation of an endpoint reach the
+    model only through the gateway: the container holds its trial's own token, the endpoint
+    sees the real key only from the gateway, the key is in no file, and tokens and cost per
+    trial are in metrics and the report."""
+    from litecoder.pipeline import Paths
+    from litecoder.stages.report import usage_rows
+
+    secret = "sk-real-" + "k" * 24
+    project = make_project(tmp_path / "p", git=False)
+    (t,) = json.loads((smoke / "data/envs/splits.json").read_text())["train"][:1]
+    shutil.copytree(smoke / "data/envs" / t, project / "data/envs" / t)
+    (project / "data/envs/splits.json").write_text(json.dumps({"train": [t], "heldout": []}))
+    shutil.copytree(smoke / "data/envs" / t, tmp_path / "bench" / t)
+    done = json.dumps({"analysis": "done", "plan": "done", "commands": [], "task_complete": True})
+    model = "litecoder-offline-stand-in"
+    env = {"LC_TEST_KEY": secret}
+    with ScriptedAPI(lambda n, body: [("ok", done, 100, 20)], models=[model]) as api:
+        point_offline_teacher(project, api.base_url)
+        run(
+            [
+                "litecoder", "rollout", "rollout.n_attempts=1", "rollout.network_available=true",
+                "rollout.agents=[{name: 'litecoder.standin.installed_agent:OpenHandsProbe', "
+                "label: probe, share: 1, needs_network: true}]",
+                "models.agent.api_key_env=LC_TEST_KEY",
+                "models.agent.price.input_per_mtok=1.0", "models.agent.price.output_per_mtok=2.0",
+            ],
+            project, env=env, timeout=1800,
+        )  # fmt: skip
+        run(
+            [
+                "litecoder", "evaluate", "eval=harbor_dataset", "eval.benchmark=viaproxy",
+                "eval.source=path", f"eval.path={tmp_path / 'bench'}", "eval.k=1",
+                "eval.model.source=endpoint", f"eval.model.base_url={api.base_url}",
+                f"eval.model.name={model}", "eval.model.label=ep",
+                "eval.model.api_key_env=LC_TEST_KEY", "eval.model.price.input_per_mtok=1.0",
+                "eval.agents=[{name: terminus-2, kwargs: {parser_name: json, max_turns: 4}}]",
+            ],
+            project, env=env, timeout=1800,
+        )  # fmt: skip
+        seen = [{k.lower(): v for k, v in h.items()}.get("authorization") for h in api.headers]
+    # The endpoint saw the real key only, and only from the gateway.
+    assert len(seen) >= 2 and set(seen) == {f"Bearer {secret}"}
+    # The installed agent, inside its container, held its own trial's token and got an answer.
+    (probe,) = list((project / "data/rollouts").glob("*/*/agent/probe.json"))
+    got = json.loads(probe.read_text())
+    trial = probe.parent.parent.name
+    assert got["status"] == 200 and got["key"].startswith("lct-"), got
+    assert got["key"].endswith(f".{trial}") and ":" in got["base_url"]
+    rollout = json.loads((project / "metrics/rollout.json").read_text())["llm"]
+    assert set(rollout["per_trial"]) == {trial} and rollout["per_agent"]["probe"]["calls"] == 1
+    assert rollout["per_trial"][trial]["cost_usd"] == pytest.approx((100 + 20 * 2) / 1e6)
+    evaluate = json.loads((project / "metrics/evaluate.json").read_text())["llm"]["ep"]
+    assert len(evaluate["per_trial"]) == 1, evaluate
+    assert "unknown" not in evaluate["per_trial"] and evaluate["total"]["calls"] >= 1
+    # No file anywhere in the project (job dirs, configs, logs, results) holds the key.
+    for f in project.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            assert secret.encode() not in f.read_bytes(), f
+    rows = {r[0] for r in usage_rows(Paths(project))}
+    assert {"rollout: probe", "rollout: per trial, mean of 1", "evaluate: ep",
+            "evaluate: ep: per trial, max"} <= rows, rows  # fmt: skip
+
+
 @pytest.mark.docker
 def test_rollout_goes_through_the_gateway(smoke: Path, tmp_path: Path) -> None:
     """Several concurrent trials share the teacher's RPM limit (counted at the endpoint);

@@ -632,32 +632,35 @@ def test_other_agents_trajectories_convert_and_render(agent: str, tmp_path: Path
         assert read_commands(render(traj, fmt), fmt) == traj.commands()
 
 
-def test_installed_agents_get_the_teacher_endpoint_they_speak(
+def test_every_agent_gets_the_gateway_and_a_token_never_the_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from litecoder.io import StageError
-    from litecoder.stages.rollout import teacher_env
+    from litecoder.stages.rollout import agent_config, check_installed_agents, teacher_env
 
     monkeypatch.setenv("MINIMAX_API_KEY", "secret-key")
     cfg = compose_cfg("rollout=mixed_scaffolds", "teacher@models.agent=minimax_m2")
-    job = job_config(cfg, cfg.rollout.agents, [tmp_path / "t"], tmp_path, "j", "http://gw/v1")
-    by_name = {a["name"]: a for a in job["agents"]}
-    assert by_name["terminus-2"]["kwargs"]["api_base"] == "http://gw/v1"  # the gateway
-    assert by_name["openhands"]["kwargs"]["base_url"] == "https://api.minimax.io/v1"
-    assert by_name["claude-code"]["kwargs"]["base_url"] == "https://api.minimax.io/anthropic"
-    assert all(a["model_name"] == "openai/MiniMax-M2" for a in job["agents"])
-    assert "secret-key" not in json.dumps(job)  # keys reach Harbor's process env only
-    claude = next(a for a in cfg.rollout.agents if a.name == "claude-code")
-    env = teacher_env(cfg, claude, "lc-token")
-    assert env["OPENAI_API_KEY"] == env["ANTHROPIC_AUTH_TOKEN"] == "secret-key"
-    # Terminus-2 gets the job's gateway token, never the key; nothing else of this process.
-    terminus = next(a for a in cfg.rollout.agents if a.name == "terminus-2")
-    env = teacher_env(cfg, terminus, "lc-token")
-    assert env["OPENAI_API_KEY"] == "lc-token" and "MINIMAX_API_KEY" not in env
+    by_name = {
+        a.name: agent_config(cfg, a, "http://127.0.0.1:9/v1", container_base="http://br:9/v1")
+        for a in cfg.rollout.agents
+    }
+    assert by_name["terminus-2"]["kwargs"]["api_base"] == "http://127.0.0.1:9/v1"  # loopback
+    assert by_name["openhands"]["kwargs"]["base_url"] == "http://br:9/v1"  # the bridge
+    assert all(a["model_name"] == "openai/MiniMax-M2" for a in by_name.values())
+    assert "secret-key" not in json.dumps(by_name) and "minimax.io" not in json.dumps(by_name)
+    # Whatever the agent, Harbor's process gets the job's gateway token and nothing of ours.
+    env = teacher_env(cfg, "lc-token")
+    assert env["OPENAI_API_KEY"] == "lc-token" and "secret-key" not in env.values()
     assert set(env) <= {*runner.HARBOR_PASSES, "OPENAI_API_KEY", "LITELLM_LOCAL_MODEL_COST_MAP",
                         "HARBOR_TELEMETRY"}  # fmt: skip
-    # A teacher with no Anthropic-compatible endpoint cannot drive Claude Code: said plainly.
-    monkeypatch.setenv("OPENAI_API_KEY", "k")
-    cfg = compose_cfg("rollout=mixed_scaffolds", "teacher@models.agent=openai_chat")
-    with pytest.raises(StageError, match="anthropic_base_url"):
-        job_config(cfg, cfg.rollout.agents, [tmp_path / "t"], tmp_path, "j", "http://gw/v1")
+    check_installed_agents(cfg, cfg.rollout.agents)
+    # An agent whose API the gateway does not serve is refused, not run around it.
+    claude = RolloutAgent(name="claude-code", label="cc", share=1, needs_network=True)
+    with pytest.raises(StageError, match="Anthropic's Messages API"):
+        check_installed_agents(cfg, [claude])
+    # ...and so is an installed agent on a provider's machines (no route to this gateway).
+    remote = compose_cfg("rollout=mixed_scaffolds", "environment=modal")
+    with pytest.raises(StageError, match="environment=modal"):
+        check_installed_agents(remote, remote.rollout.agents)
+    with pytest.raises(StageError, match="bridge address"):
+        agent_config(cfg, cfg.rollout.agents[1], "http://127.0.0.1:9/v1")

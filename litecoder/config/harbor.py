@@ -3,12 +3,12 @@ environment (litecoder.harbor)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from litecoder.config.base import Strict
-from litecoder.config.models import Serve
+from litecoder.config.models import Limits, Price, Serve
 
 
 class RolloutAgent(Strict):
@@ -113,6 +113,9 @@ class EvalModel(Strict):
     name: str | None = None  # endpoint: the model name it serves
     api_key_env: str | None = None  # endpoint: the env var holding its key
     label: str | None = None  # how results name this model (default: from the source)
+    # endpoint: what the gateway the agents call it through holds to (and counts with).
+    limits: Limits = Limits()
+    price: Price = Price()
 
     @model_validator(mode="after")
     def _fields(self) -> EvalModel:
@@ -194,7 +197,10 @@ class TrialEnvironment(Strict):
     """Where Harbor runs the trials of rollout, evaluate and envprep's oracle check: Harbor's
     environment type and its options (README: Trial environments)."""
 
-    type: str = "docker"
+    # The local engine: litecoder's own trial environment and hardening.
+    LOCAL: ClassVar[str] = "docker"
+
+    type: str = LOCAL
     kwargs: dict[str, Any] = Field(default_factory=dict)
     n_concurrent: int | None = Field(default=None, ge=1)  # trials at once (None: the stage's)
     api_host: str | None = None  # the provider's API, probed before any trial (offline: fails)
@@ -210,3 +216,8 @@ class TrialEnvironment(Strict):
         if self.type not in known:
             raise ValueError(f"environment.type {self.type!r}: not one of Harbor's ({known})")
         return self
+
+    @property
+    def local(self) -> bool:
+        """Trials on this machine's engine (else on a provider's machines)."""
+        return self.type == self.LOCAL

@@ -73,9 +73,6 @@ class Teacher(Strict):
     chat_task_prompt: str | None = None
     # LiteLLM provider prefix Harbor's agents use for this endpoint (`openai/<model>`).
     litellm_provider: str = "openai"
-    # The same model behind Anthropic's Messages API, for agents that speak only that
-    # (Claude Code); None: such agents cannot use this teacher.
-    anthropic_base_url: str | None = None
     sampling: Sampling = Sampling()
     limits: Limits = Limits()
     timeout_s: float = Field(default=600, gt=0)  # one HTTP request

@@ -176,7 +176,7 @@ def harbor_oracle(ep: EnvprepContext, task_dir: Path, work: Path) -> tuple[float
         job_dir=jobs / "oracle",
         log_path=work / "oracle.log",
         timeout_s=ep.cfg.envprep.validate_.harbor_timeout_s,
-        local=ep.cfg.environment.type == "docker",
+        local=ep.cfg.environment.local,
     )
     results = runner.trial_results(jobs / "oracle")
     if not results:

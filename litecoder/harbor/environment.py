@@ -32,6 +32,7 @@ from harbor.models.trial.paths import EnvironmentPaths
 from harbor.utils.path_filter import filter_paths_by_patterns
 
 from litecoder.sandbox.trial import TrialContainers, TrialSpec, trial_key
+from litecoder.trial_tokens import confine
 
 ENV_REPORT = "litecoder-env.json"  # in each trial dir (litecoder.harbor.runner reads it)
 REWARD_NAMES = ("reward.txt", "reward.json")
@@ -65,6 +66,7 @@ class LitecoderEnvironment(BaseEnvironment):
             raise ValueError("litecoder's trial environment mounts nothing from the host")
         self.spec = TrialSpec.read(self.environment_dir)
         self.box = TrialContainers(self.spec, trial_key(self.session_id))
+        self.trial = self.session_id.removesuffix("__env")
 
     def _validate_definition(self) -> None:
         TrialSpec.read(self.environment_dir)
@@ -110,12 +112,15 @@ class LitecoderEnvironment(BaseEnvironment):
         user: str | int | None = None,
     ) -> ExecResult:
         who = self._resolve_user(user)
+        # An installed agent's gateway key goes in as this trial's own token, never the
+        # job's (litecoder.trial_tokens): a container can spend only as its trial.
+        merged = {k: confine(v, self.trial) for k, v in (self._merge_env(env) or {}).items()}
         res = await self._call(
             self.box.exec,
-            command,
+            confine(command, self.trial),
             user=None if who is None else str(who),
             cwd=cwd or self.task_env_config.workdir,
-            env=self._merge_env(env),
+            env=merged or None,
             timeout_s=timeout_sec,
         )
         if res.timed_out and timeout_sec:

@@ -20,6 +20,7 @@ Every Harbor job litecoder runs (rollouts, evaluation, envprep's oracle check) g
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from litecoder.config import Config
+from litecoder.config import Config, TrialEnvironment
 from litecoder.config import Security as SecurityConfig
 from litecoder.harbor import compose
 from litecoder.harbor.taskdir import content_hash, reach, set_network_mode, set_run_environment
@@ -147,7 +148,10 @@ class Security:
     build: BuildLimits
     default_memory_mb: int = 2048
     network: bool = False
-    environment: str = "docker"  # Harbor's environment type of the trials
+    # The agent runs inside the container and calls the gateway on the host's bridge address:
+    # its trials get a bridged network whatever the task declares.
+    agent_network: bool = False
+    environment: TrialEnvironment = field(default_factory=TrialEnvironment)  # where trials run
     sidecar_memory_mb: int = 1024
     sidecar_disk_mb: int = 1024
     output_bytes: int = 4 * 2**20
@@ -159,17 +163,25 @@ class Security:
     reward_max_bytes: int = 64 * 2**10
 
     @classmethod
-    def from_config(cls, cfg: Config, *, network: bool = False) -> Security:
-        return cls.from_section(cfg.security, network=network, environment=cfg.environment.type)
+    def from_config(
+        cls, cfg: Config, *, network: bool = False, agent_network: bool = False
+    ) -> Security:
+        sec = cls.from_section(cfg.security, network=network, environment=cfg.environment)
+        return dataclasses.replace(sec, agent_network=agent_network)
 
     @classmethod
     def from_section(
-        cls, s: SecurityConfig, *, network: bool = False, environment: str = "docker"
+        cls,
+        s: SecurityConfig,
+        *,
+        network: bool = False,
+        environment: TrialEnvironment | None = None,
     ) -> Security:
+        environment = environment or TrialEnvironment()
         return cls(
             capabilities=tuple(s.capabilities),
             trial_pids=s.trial_pids,
-            disk_quota=s.disk_quota and environment == "docker",
+            disk_quota=s.disk_quota and environment.local,
             build=BuildLimits(s.build.network, s.build.memory_mb, s.build.cpu_shares),
             default_memory_mb=s.trial_memory_mb,
             network=network,
@@ -191,7 +203,7 @@ def environment_config(cfg: Config | None = None) -> dict[str, Any]:
     environment (by import path); elsewhere the provider's, which builds from the
     Dockerfile."""
     env = cfg.environment if cfg is not None else None
-    if env is None or env.type == "docker":
+    if env is None or env.local:
         return {"import_path": IMPORT_PATH, "delete": True}
     return {"type": env.type, "kwargs": dict(env.kwargs), "delete": True}
 
@@ -203,7 +215,7 @@ def preflight_environment(cfg: Config) -> None:
     from harbor.models.environment_type import EnvironmentType
 
     env = cfg.environment
-    if env.type == "docker":
+    if env.local:
         return
     if env.api_host and (why := reachable(env.api_host)):
         raise StageError(f"environment {env.type} cannot be reached from here: {why}")
@@ -253,7 +265,7 @@ def stage(
     could reach the host raises TaskRejected with every reason."""
     from harbor.models.task.config import TaskConfig
 
-    if sec.environment == "docker":
+    if sec.environment.local:
         client = client or docker_client()
     make_private(dest)
     for d in task_dirs:
@@ -279,7 +291,7 @@ def stage(
         set_network_mode(out / "task.toml", declared if sec.network else "no-network")
         return out
 
-    if sec.environment != "docker":
+    if not sec.environment.local:
         return [remote(d) for d in task_dirs]
 
     def image_of(src: Path, name: str, d: compose.Declared) -> str:
@@ -345,7 +357,8 @@ def stage(
             services=services,
             capabilities=list(sec.capabilities),
             pids=sec.trial_pids,
-            network=sec.network and declared != "no-network",  # a task may ask for less
+            # A task may ask for less; an agent in the container needs the gateway.
+            network=(sec.network and declared != "no-network") or sec.agent_network,
             labels=labels(run, src.name, "trial"),
             log_max_mb=sec.log_max_mb,
             output_bytes=sec.output_bytes,

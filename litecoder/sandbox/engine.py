@@ -14,6 +14,7 @@ each other's running containers.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -80,6 +81,20 @@ def docker_client(timeout: int = 600) -> Any:
 
 
 _project: str | None = None
+
+
+def container_host(client: Any | None = None) -> str:
+    """The host's address on Docker's default bridge: what a container with a network reaches
+    the host at (a listener bound there serves containers, and no other machine)."""
+    net = (client or docker_client()).networks.get("bridge")
+    for conf in net.attrs.get("IPAM", {}).get("Config") or []:
+        if conf.get("Gateway"):
+            return str(conf["Gateway"])
+        if conf.get("Subnet"):  # recent engines leave the default gateway (the first host) out
+            subnet = ipaddress.ip_network(conf["Subnet"])
+            if subnet.version == 4:
+                return str(next(subnet.hosts()))
+    raise SandboxError("Docker's default bridge network has no gateway address")
 
 
 def set_project(root: Path) -> None:

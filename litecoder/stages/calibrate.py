@@ -31,8 +31,8 @@ from litecoder.harbor import runner
 from litecoder.harbor.taskdir import litecoder_meta
 from litecoder.io import write_json
 from litecoder.records import Splits
-from litecoder.sandbox import docker_client
-from litecoder.stages.rollout import agent_config
+from litecoder.sandbox import container_host, docker_client
+from litecoder.stages.rollout import agent_config, check_installed_agents, installed, teacher_env
 from litecoder.tracking import StageRun, progress
 
 BINS = [(0.0, 0.0, "0"), (0.0, 0.25, "(0, .25]"), (0.25, 0.5, "(.25, .5]"),
@@ -150,7 +150,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     rates: dict[str, Any] = {}
     if c.enabled and ids:
-        local = cfg.environment.type == "docker"
+        local = cfg.environment.local
         if local:
             docker_client()
         runner.preflight_environment(cfg)
@@ -158,10 +158,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
         work = ctx.root / ".litecoder" / "calibrate"
         agent = RolloutAgent(name=c.agent.name, label="calibrate", share=1, model=c.model,
                              kwargs=dict(c.agent.kwargs))  # fmt: skip
+        check_installed_agents(cfg, [agent])
         gateway = Gateway(
             lambda: ctx.client(c.role, cached=False, share_identical=False),
             port=40000 + zlib.crc32(f"{ctx.root.resolve()}:calibrate".encode()) % 20000,
             models=[c.model] if c.model else [],
+            container_host=container_host() if installed(agent) else None,
         )
         name = f"calibrate-{zlib.crc32(repr((solver, c.k, ids)).encode()):08x}"
         with gateway, progress("calibrate", len(dirs) * c.k) as bar:
@@ -170,13 +172,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 jobs_dir=(work / "jobs").resolve(),
                 work=work,
                 tasks=dirs,
-                agents=[agent_config(cfg, agent, gateway.base_url, stage="calibrate", role=c.role)],
+                agents=[
+                    agent_config(
+                        cfg,
+                        agent,
+                        gateway.base_url,
+                        stage="calibrate",
+                        role=c.role,
+                        container_base=gateway.container_url,
+                    )
+                ],
                 n_attempts=c.k,
                 n_concurrent=cfg.environment.n_concurrent or c.n_concurrent,
-                env=runner.harbor_env(
-                    pass_env=cfg.environment.pass_env, OPENAI_API_KEY=gateway.issue_token(name)
-                ),
-                sec=runner.Security.from_config(cfg),
+                env=teacher_env(cfg, gateway.issue_token(name, agent.label)),
+                sec=runner.Security.from_config(cfg, agent_network=installed(agent)),
                 environment=runner.environment_config(cfg),
                 build_timeout_s=cfg.envprep.task.build_timeout_sec,
                 harbor_timeout_s=c.harbor_timeout_s,

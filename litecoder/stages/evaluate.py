@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from litecoder import models
-from litecoder.config import Config, EvalAgent
+from litecoder.config import Config, EvalAgent, Teacher
 from litecoder.context import StageContext
+from litecoder.gateway import SESSION_HEADER, Gateway
 from litecoder.harbor import datasets, runner
 from litecoder.harbor.taskdir import content_hash
 from litecoder.io import StageError, tail, write_json, write_text
 from litecoder.records import ModelInfo, Splits
-from litecoder.sandbox import docker_client
+from litecoder.sandbox import container_host, docker_client
 from litecoder.serve import serve
 from litecoder.tracking import StageRun, progress
 from litecoder.trajectory import load_atif
@@ -108,16 +109,58 @@ def _local(ctx: StageContext, model: str) -> str:
     return str(path) if path.exists() else model
 
 
+@dataclass
+class Served:
+    """Where a job's agents reach the model: `api_base` (loopback), `container_base` (for an
+    agent inside the container), the name it serves, the key Harbor's process gets, and the
+    gateway in front of an endpoint (None for a model served here, which has no key)."""
+
+    api_base: str
+    model: str
+    key: str
+    container_base: str = ""
+    gateway: Gateway | None = None
+
+
+def eval_teacher(cfg: Config, t: Target) -> Teacher:
+    """The endpoint under evaluation as a client-layer model (its limits, price and key)."""
+    m = cfg.eval.model
+    return Teacher(
+        name=f"eval-{t.label}",
+        model=t.model,
+        base_url=t.endpoint,
+        api_key_env=t.api_key_env,
+        sampling_mode="chat",
+        chat_task_prompt="(evaluation: not used)",  # the agents write every request
+        limits=m.limits,
+        price=m.price,
+        preflight=False,
+    )
+
+
 @contextmanager
-def endpoint(ctx: StageContext, t: Target, log_path: Path) -> Iterator[tuple[str, str, str]]:
-    """(api_base, model name, key) of a target: its own endpoint, or a server for it."""
-    if t.endpoint is not None:
-        yield t.endpoint, t.model, os.environ.get(t.api_key_env or "", "") or "EMPTY"
-        return
-    # A stable port: a resumed Harbor job keeps the api_base it was started with.
+def endpoint(ctx: StageContext, t: Target, agent: EvalAgent, log_path: Path) -> Iterator[Served]:
+    """How a job reaches a target: its endpoint behind a gateway (the real key stays in this
+    process; the agents get a token), or a server started here for it."""
+    # Stable ports: a resumed Harbor job keeps the api_base it was started with.
     port = 40000 + zlib.crc32(f"{ctx.root.resolve()}:eval:{t.label}".encode()) % 20000
+    if t.endpoint is not None:
+        teacher, base = eval_teacher(ctx.cfg, t), t.endpoint
+        gateway = Gateway(
+            lambda: ctx.client_of(teacher, base, cached=False, share_identical=False),
+            port=port,
+            container_host=container_host() if not _terminus(agent) else None,
+        )
+        with gateway:
+            token = gateway.issue_token(t.label, agent.tag)
+            yield Served(gateway.base_url, t.model, token, gateway.container_url, gateway)
+        return
     with serve(t.model, ctx.cfg.eval.serve, ctx.root, log_path, port=port) as (base, served):
-        yield base, served, "EMPTY"
+        yield Served(base, served, "EMPTY")
+
+
+def _terminus(agent: EvalAgent) -> bool:
+    return agent.name.startswith("terminus")
 
 
 # --- Harbor -----------------------------------------------------------------------------------
@@ -125,8 +168,7 @@ def endpoint(ctx: StageContext, t: Target, log_path: Path) -> Iterator[tuple[str
 
 def harbor_job(
     cfg: Config,
-    api_base: str,
-    served: str,
+    served: Served,
     job_name: str,
     jobs_dir: Path,
     tasks: list[Path],
@@ -134,13 +176,19 @@ def harbor_job(
 ) -> dict[str, Any]:
     e = cfg.eval
     agent = agent or e.agents[0]
-    kwargs = {**agent.kwargs, "api_base": api_base}
+    kwargs = dict(agent.kwargs)
+    if _terminus(agent):
+        kwargs["api_base"] = served.api_base
+        if served.gateway is not None:  # Harbor names the session after the trial
+            kwargs.setdefault("session_id_headers", [SESSION_HEADER])
+    else:  # inside the container: the gateway's bridge address (or the served model's)
+        kwargs["base_url"] = served.container_base or served.api_base
     if e.model_info:
         kwargs.setdefault("model_info", e.model_info)
     return runner.job_config(
         job_name=job_name,
         jobs_dir=jobs_dir,
-        agents=[{"name": agent.name, "model_name": f"openai/{served}", "kwargs": kwargs}],
+        agents=[{"name": agent.name, "model_name": f"openai/{served.model}", "kwargs": kwargs}],
         tasks=tasks,
         n_attempts=e.k,
         n_concurrent=cfg.environment.n_concurrent or e.n_concurrent,
@@ -173,8 +221,9 @@ def run_job(
     jobs_dir: Path,
     out: Path,
     bar: Any,
-) -> Path:
-    """One model under one scaffold: a Harbor job run (or resumed) to the end."""
+) -> tuple[Path, dict[str, Any] | None]:
+    """One model under one scaffold: a Harbor job run (or resumed) to the end; with its
+    gateway's accounts (an endpoint's tokens and cost, per trial) when there was one."""
     cfg = ctx.cfg
     name = job_name(cfg, key, t, agent, tasks, ctx.root)
     job_dir = jobs_dir / name
@@ -183,7 +232,7 @@ def run_job(
     done = runner.keep_results(job_dir, cfg.eval.infra_error_types)
     if done >= expected:
         bar.advance(expected)
-        return job_dir
+        return job_dir, None
     log_path = out / f"harbor-{key}.log"
     # Staged copies (litecoder's trial spec, confined prebuilt images), labelled for this job.
     with _STAGING:  # jobs side by side share the task images: one builds, the others reuse
@@ -191,33 +240,35 @@ def run_job(
             tasks,
             jobs_dir.parent / "tasks" / name,
             run=runner.run_label(job_dir),
-            sec=runner.Security.from_config(cfg, network=cfg.eval.network),
+            sec=runner.Security.from_config(
+                cfg, network=cfg.eval.network, agent_network=not _terminus(agent)
+            ),
             build_timeout_s=cfg.envprep.task.build_timeout_sec,
         )
-    with endpoint(ctx, t, out / f"serve-{t.label}.log") as (base, served, key_value):
+    with endpoint(ctx, t, agent, out / f"serve-{t.label}.log") as served:
         if (job_dir / "config.json").exists():
             log.info("resuming %s (%d/%d trials done)", name, done, expected)
             bar.advance(done)
             cmd = [runner.harbor_bin(), "job", "resume", "-p", str(job_dir)]
         else:
-            conf = harbor_job(cfg, base, served, name, jobs_dir, staged, agent)
+            conf = harbor_job(cfg, served, name, jobs_dir, staged, agent)
             conf_path = out / f"job-{key}.json"
             write_text(conf_path, json.dumps(conf, indent=2))
             cmd = [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"]
         _, rc = runner.run_harbor(
             cmd,
-            env=runner.harbor_env(pass_env=cfg.environment.pass_env, OPENAI_API_KEY=key_value),
+            env=runner.harbor_env(pass_env=cfg.environment.pass_env, OPENAI_API_KEY=served.key),
             job_dir=job_dir,
             log_path=log_path,
             timeout_s=cfg.eval.harbor_timeout_s,
             bar=bar,
-            local=cfg.environment.type == "docker",
+            local=cfg.environment.local,
         )
     if rc != 0:
         # Scored anyway, with what did not finish counted apart (and the stage failing when
         # that is too much); the log says why.
         log.warning("harbor exited %d for %s: %s", rc, key, tail(log_path.read_text(), 3))
-    return job_dir
+    return job_dir, served.gateway.summary() if served.gateway else None
 
 
 _STAGING = threading.Lock()
@@ -327,7 +378,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     e = cfg.eval
     track = StageRun("evaluate", cfg, ctx.paths.workdir)
-    if cfg.environment.type == "docker":
+    if cfg.environment.local:
         docker_client()
     runner.preflight_environment(cfg)
     datasets.preflight(e, ctx.root)  # before any model is loaded
@@ -352,6 +403,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ]
     names = [d.name for d in tasks]
     scores: dict[str, dict[str, Any]] = {}
+    usage: dict[str, dict[str, Any]] = {}  # key -> its gateway's accounts
     with (
         progress("evaluate", len(tasks) * e.k * len(runs)) as bar,
         ThreadPoolExecutor(e.parallel_jobs) as pool,
@@ -361,7 +413,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             for t, agent, key in runs
         ]
         for (t, agent, key), fut in zip(runs, futures, strict=True):
-            job_dir = fut.result()
+            job_dir, llm = fut.result()
             dest = out / "jobs" / key.replace("@", "__")
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(job_dir, dest, symlinks=True)
@@ -373,7 +425,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 bootstrap=e.bootstrap,
             )
             scores[key] = {"model": t.model, "agent": agent.tag, **s, **behaviour(job_dir)}
+            if llm is not None:
+                usage[key] = llm
     k = e.k
+    if usage:  # an endpoint's calls, through the gateway: tokens and cost per trial
+        track.metrics["llm"] = usage
     keys = ("pass@1", f"pass@{k}", "pass@1_ci95", "tasks", "tasks_scored", "trials",
             "expected_trials", "unfinished", "unfinished_by_type", "model", "agent",
             "parsed_turns", "mean_turns", "commands_per_trial")  # fmt: skip

@@ -54,20 +54,35 @@ USAGE_HEADER = ["stage", "requests", "cache hits", "retries", "prompt tokens",
 
 
 def usage_rows(paths: Paths) -> list[list[Any]]:
-    """Calls, tokens and cost per stage (rollout: the agents' calls through the gateway, per
-    agent too)."""
+    """Calls, tokens and cost per stage; for the agents' calls through a gateway (rollout,
+    calibrate, an evaluated endpoint) per agent too, and per trial (mean and max)."""
     rows: list[list[Any]] = []
+    keys = ("requests", "cache_hits", "retries", "prompt_tokens", "completion_tokens")
 
     def row(name: str, u: dict[str, Any]) -> list[Any]:
-        keys = ("requests", "cache_hits", "retries", "prompt_tokens", "completion_tokens")
         return [name, *(u.get(k, 0) for k in keys), f"{u.get('cost_usd', 0):.4f}"]
 
-    for stage in ("sample", "judge", "envprep", "rollout"):
+    def gateway(name: str, llm: dict[str, Any]) -> None:
+        for agent, u in (llm.get("per_agent") or {}).items():
+            rows.append(row(f"{name}: {agent}", u))
+        trials = list((llm.get("per_trial") or {}).values())
+        if trials:
+            n = len(trials)
+            mean = {k: round(sum(t.get(k, 0) for t in trials) / n, 1) for k in keys}
+            mean["cost_usd"] = sum(t.get("cost_usd", 0) for t in trials) / n
+            top = {k: max(t.get(k, 0) for t in trials) for k in (*keys, "cost_usd")}
+            rows.append(row(f"{name}: per trial, mean of {n}", mean))
+            rows.append(row(f"{name}: per trial, max", top))
+
+    for stage in ("sample", "judge", "envprep", "calibrate", "rollout"):
         llm = _load(paths.metrics(stage)).get("llm") or {}
         if llm.get("total"):
             rows.append(row(stage, llm["total"]))
-        for agent, u in (llm.get("per_agent") or {}).items():
-            rows.append(row(f"rollout: {agent}", u))
+        if "per_agent" in llm:
+            gateway(stage, llm)
+    for key, llm in (_load(paths.metrics("evaluate")).get("llm") or {}).items():
+        rows.append(row(f"evaluate: {key}", llm.get("total") or {}))
+        gateway(f"evaluate: {key}", llm)
     return rows
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import zlib
 from collections import Counter
@@ -32,7 +31,7 @@ from litecoder.harbor.taskdir import litecoder_meta
 from litecoder.io import StageError, write_json
 from litecoder.llm import META_HEADER
 from litecoder.records import Splits
-from litecoder.sandbox import docker_client
+from litecoder.sandbox import container_host, docker_client
 from litecoder.tracking import StageRun, progress
 
 log = logging.getLogger(__name__)
@@ -55,13 +54,51 @@ def assign(task_ids: list[str], agents: list[RolloutAgent]) -> dict[str, list[st
     return out
 
 
+# Installed agents whose API the gateway does not serve (it speaks OpenAI's chat/completions).
+FOREIGN_API = {
+    "claude-code": "Anthropic's Messages API",
+    "codex": "OpenAI's Responses API",
+    "gemini-cli": "Google's Gemini API",
+}
+
+
+def installed(agent: RolloutAgent) -> bool:
+    """Whether the agent runs inside the trial container (not in Harbor's process)."""
+    return not agent.name.startswith("terminus")
+
+
+def check_installed_agents(cfg: Config, agents: list[RolloutAgent]) -> None:
+    """An agent inside a trial container reaches the teacher only through the gateway, on the
+    host's Docker bridge address: that needs the local engine and an API the gateway serves."""
+    for a in filter(installed, agents):
+        if a.name in FOREIGN_API:
+            raise StageError(
+                f"rollout agent {a.label!r} ({a.name}) talks {FOREIGN_API[a.name]}, which "
+                "litecoder's gateway does not serve (OpenAI chat/completions only); every "
+                "agent's calls go through the gateway, so it cannot run"
+            )
+        if not cfg.environment.local:
+            raise StageError(
+                f"rollout agent {a.label!r} ({a.name}) runs inside the trial container and "
+                f"reaches the teacher through litecoder's gateway on this host; "
+                f"environment={cfg.environment.type} trials cannot reach it (use docker)"
+            )
+
+
 def agent_config(
-    cfg: Config, agent: RolloutAgent, api_base: str, *, stage: str = "rollout", role: str = "agent"
+    cfg: Config,
+    agent: RolloutAgent,
+    api_base: str,
+    *,
+    stage: str = "rollout",
+    role: str = "agent",
+    container_base: str | None = None,
 ) -> dict[str, Any]:
-    """One Harbor AgentConfig: the agent, the role's model and its endpoint."""
+    """One Harbor AgentConfig: the agent, the role's model and the gateway as its endpoint
+    (`container_base`, the gateway's bridge address, for agents inside the container)."""
     teacher = cfg.teacher(role)
     kwargs = dict(agent.kwargs)
-    if agent.name.startswith("terminus"):
+    if not installed(agent):
         kwargs.setdefault("api_base", api_base)
         # Harbor names the agent's session after the trial: the gateway counts per trial.
         kwargs.setdefault("session_id_headers", [SESSION_HEADER])
@@ -73,18 +110,12 @@ def agent_config(
         call["extra_headers"] = {**call.get("extra_headers", {}), META_HEADER: json.dumps(meta)}
         kwargs["llm_call_kwargs"] = call
     else:
-        # An agent installed in the container reaches the teacher itself (not the loopback
-        # gateway): OpenHands through LiteLLM (LLM_BASE_URL), Claude Code through an
-        # Anthropic-compatible endpoint (ANTHROPIC_BASE_URL); Harbor sets both from base_url
-        # and takes the key from the environment (teacher_env).
-        url = teacher.anthropic_base_url if agent.name == "claude-code" else teacher.base_url
-        if agent.name == "claude-code" and not (url or kwargs.get("base_url")):
-            raise StageError(
-                f"rollout agent {agent.label!r} (claude-code) needs the teacher behind "
-                "Anthropic's Messages API: set models.agent.anthropic_base_url"
-            )
-        if url:
-            kwargs.setdefault("base_url", url)
+        # An agent installed in the container calls the gateway on the host's bridge address
+        # (OpenHands: LiteLLM's LLM_BASE_URL, set by Harbor from base_url), with the job's
+        # token as its key, which the trial environment turns into the trial's own token.
+        if not container_base:
+            raise StageError(f"rollout agent {agent.label!r} needs the gateway's bridge address")
+        kwargs["base_url"] = container_base
     model = agent.model or teacher.model
     return {
         "name": agent.name,
@@ -129,21 +160,11 @@ def fingerprint(cfg: Config, agent: RolloutAgent, task_dirs: list[Path]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def teacher_env(cfg: Config, agent: RolloutAgent, token: str) -> dict[str, str]:
+def teacher_env(cfg: Config, token: str) -> dict[str, str]:
     """Environment of the Harbor process (nothing else of this process's, see
-    `runner.harbor_env`). Terminus-2 reaches the teacher through the gateway with the job's
-    gateway token: Harbor gets no key. Agents that install themselves in the container
-    (needs_network) cannot reach the host's loopback gateway and get the teacher's key as
-    LiteLLM's OPENAI_API_KEY (in memory only; Harbor's config files never see it)."""
-    teacher = cfg.teacher("agent")
-    key = ""
-    if not agent.name.startswith("terminus") and teacher.api_key_env:
-        key = os.environ.get(teacher.api_key_env, "")
-    env = {"OPENAI_API_KEY": key or token}
-    if agent.name == "claude-code" and key:
-        # Claude Code sends a non-Anthropic provider's key as a bearer token.
-        env["ANTHROPIC_AUTH_TOKEN"] = key
-    return runner.harbor_env(pass_env=cfg.environment.pass_env, **env)
+    `runner.harbor_env`): every agent reaches the teacher through the gateway with the job's
+    gateway token as its key. The real key stays in this process."""
+    return runner.harbor_env(pass_env=cfg.environment.pass_env, OPENAI_API_KEY=token)
 
 
 def external_tasks(cfg: Config, ts: TaskSet, root: Path) -> tuple[list[Path], list[dict[str, Any]]]:
@@ -177,7 +198,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """data/rollouts/<job>/ (Harbor job dirs) from data/envs and the teacher."""
     cfg = ctx.cfg
     track = StageRun("rollout", cfg, ctx.paths.workdir)
-    local = cfg.environment.type == "docker"
+    local = cfg.environment.local
     if local:
         docker_client()  # a clear error now if Docker is not there
     runner.preflight_environment(cfg)  # credentials and reachability, before any trial
@@ -198,6 +219,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         sources.append((ts.name, dirs, meta))
     if not any(dirs for _, dirs, _ in sources):
         raise StageError("rollout has no tasks (no environments and no usable external task)")
+    check_installed_agents(cfg, cfg.rollout.agents)
     work = ctx.root / ".litecoder" / "rollout"
     jobs_dir = work / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +227,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         lambda: ctx.client("agent", cached=False, share_identical=False),
         port=gateway_port(ctx.root),
         models=[a.model for a in cfg.rollout.agents if a.model],
+        container_host=container_host() if any(map(installed, cfg.rollout.agents)) else None,
     )
 
     jobs = []
@@ -246,11 +269,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 jobs_dir=jobs_dir.resolve(),
                 work=work,
                 tasks=dirs,
-                agents=[agent_config(cfg, agent, api_base)],
+                agents=[agent_config(cfg, agent, api_base, container_base=gateway.container_url)],
                 n_attempts=r.n_attempts,
                 n_concurrent=cfg.environment.n_concurrent or r.n_concurrent,
-                env=teacher_env(cfg, agent, gateway.issue_token(name)),
-                sec=runner.Security.from_config(cfg, network=agent.needs_network),
+                env=teacher_env(cfg, gateway.issue_token(name, agent.label)),
+                sec=runner.Security.from_config(
+                    cfg, network=agent.needs_network, agent_network=installed(agent)
+                ),
                 environment=runner.environment_config(cfg),
                 build_timeout_s=cfg.envprep.task.build_timeout_sec,
                 harbor_timeout_s=r.harbor_timeout_s,
