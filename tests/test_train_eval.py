@@ -14,8 +14,9 @@ import yaml
 
 from litecoder.config import ConfigError
 from litecoder.config.load import compose, validate
+from litecoder.harbor import runner
 from litecoder.io import read_jsonl
-from litecoder.stages.evaluate import harbor_job, pass_at_k
+from litecoder.stages.evaluate import Served, job_agent, pass_at_k
 from litecoder.stages.train import (
     TrainError,
     axolotl_config,
@@ -213,10 +214,17 @@ def test_registry_benchmarks_make_harbor_jobs(tmp_path: Path) -> None:
     """A registry benchmark's tasks are downloaded, then staged and run like local ones."""
     cfg = compose_cfg("eval=terminal_bench_2")
     tasks = [tmp_path / "a", tmp_path / "b"]
-    job = harbor_job(cfg, "http://127.0.0.1:8000/v1", "litecoder-eval", "tuned", tmp_path, tasks)
+    served = Served("http://127.0.0.1:8000/v1", "litecoder-eval", "EMPTY")
+    agent = job_agent(cfg, served, cfg.eval.agents[0])
+    assert agent["name"] == "terminus-2" and agent["model_name"] == "openai/litecoder-eval"
+    assert agent["kwargs"]["api_base"] == "http://127.0.0.1:8000/v1"
+    assert "session_id_headers" not in agent["kwargs"]  # a served model has no gateway
+    job = runner.job_config(
+        job_name="tuned", jobs_dir=tmp_path, agents=[agent], tasks=tasks, n_attempts=cfg.eval.k,
+        environment=runner.environment_config(cfg),
+    )  # fmt: skip
     assert [t["path"] for t in job["tasks"]] == [str(t) for t in tasks]
-    assert job["n_attempts"] == 4 and job["agents"][0]["name"] == "terminus-2"
-    assert job["agents"][0]["kwargs"]["api_base"] == "http://127.0.0.1:8000/v1"
+    assert job["n_attempts"] == 4
     assert job["environment"]["force_build"] is False  # staged tasks run prebuilt images
     # (Offline, each benchmark fails at once: tests/test_evaluate.py.)
 

@@ -635,8 +635,9 @@ def test_other_agents_trajectories_convert_and_render(agent: str, tmp_path: Path
 def test_every_agent_gets_the_gateway_and_a_token_never_the_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from litecoder.harbor import agents
     from litecoder.io import StageError
-    from litecoder.stages.rollout import agent_config, check_installed_agents, teacher_env
+    from litecoder.stages.rollout import agent_config, teacher_env
 
     monkeypatch.setenv("MINIMAX_API_KEY", "secret-key")
     cfg = compose_cfg("rollout=mixed_scaffolds", "teacher@models.agent=minimax_m2")
@@ -653,14 +654,19 @@ def test_every_agent_gets_the_gateway_and_a_token_never_the_key(
     assert env["OPENAI_API_KEY"] == "lc-token" and "secret-key" not in env.values()
     assert set(env) <= {*runner.HARBOR_PASSES, "OPENAI_API_KEY", "LITELLM_LOCAL_MODEL_COST_MAP",
                         "HARBOR_TELEMETRY"}  # fmt: skip
-    check_installed_agents(cfg, cfg.rollout.agents)
-    # An agent whose API the gateway does not serve is refused, not run around it.
-    claude = RolloutAgent(name="claude-code", label="cc", share=1, needs_network=True)
-    with pytest.raises(StageError, match="Anthropic's Messages API"):
-        check_installed_agents(cfg, [claude])
-    # ...and so is an installed agent on a provider's machines (no route to this gateway).
-    remote = compose_cfg("rollout=mixed_scaffolds", "environment=modal")
-    with pytest.raises(StageError, match="environment=modal"):
-        check_installed_agents(remote, remote.rollout.agents)
+    # What each agent is comes from Harbor's own classes and metadata.
+    assert agents.check("openhands", local=True).in_container
+    probe = "litecoder.standin.installed_agent:OpenHandsProbe"  # an import path, as Harbor takes
+    assert agents.kind(probe).in_container and agents.kind("terminus-2").wiring == "terminus"
+    # An agent whose API the gateway does not serve is refused, not run around it...
+    for name, api in (("claude-code", "anthropic_messages"), ("codex", "openai_responses")):
+        with pytest.raises(StageError, match=f"speaks {api}, which"):
+            agents.check(name, local=True)
+    # ...and so is one in Harbor's process that cannot be pointed at the gateway, and an
+    # installed agent on a provider's machines (no route to this gateway).
+    with pytest.raises(StageError, match="cannot point it at its gateway"):
+        agents.check("dspy-rlm", local=True)
+    with pytest.raises(StageError, match="environment=docker"):
+        agents.check("openhands", local=False)
     with pytest.raises(StageError, match="bridge address"):
         agent_config(cfg, cfg.rollout.agents[1], "http://127.0.0.1:9/v1")

@@ -10,7 +10,7 @@ the solution PASSES it, and a real Harbor trial of the oracle agent gives reward
 from __future__ import annotations
 
 import asyncio
-import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -152,36 +152,30 @@ async def verifier_strength(
 
 def harbor_oracle(ep: EnvprepContext, task_dir: Path, work: Path) -> tuple[float | None, str]:
     """A real Harbor trial of the oracle agent on the staged task (litecoder's limits)."""
-    staged = runner.stage(
-        [task_dir],
-        work / "staged",
-        run=ep.run_id,
+    # A fresh check every time (the task may have changed since the last one).
+    shutil.rmtree(work / "harbor", ignore_errors=True)
+    (work / "oracle.log").unlink(missing_ok=True)
+    job_dir, _, _ = runner.run_job(
+        name="oracle",
+        jobs_dir=work / "harbor",
+        work=work,
+        tasks=[task_dir],
+        agents=[{"name": "oracle"}],
+        n_attempts=1,
+        n_concurrent=1,
+        env=runner.harbor_env(pass_env=ep.cfg.environment.pass_env),
         sec=ep.security(),
+        environment=runner.environment_config(ep.cfg),
         build_timeout_s=ep.cfg.envprep.task.build_timeout_sec,
+        harbor_timeout_s=ep.cfg.envprep.validate_.harbor_timeout_s,
+        local=ep.cfg.environment.local,
+        partial_ok=True,
         client=ep.docker,
     )
-    jobs = work / "harbor"
-    conf = runner.job_config(
-        job_name="oracle",
-        jobs_dir=jobs,
-        agents=[{"name": "oracle"}],
-        tasks=staged,
-        environment=runner.environment_config(ep.cfg),
-    )
-    conf_path = work / "oracle-job.json"
-    conf_path.write_text(json.dumps(conf))
-    _, rc = runner.run_harbor(
-        [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"],
-        env=runner.harbor_env(pass_env=ep.cfg.environment.pass_env),
-        job_dir=jobs / "oracle",
-        log_path=work / "oracle.log",
-        timeout_s=ep.cfg.envprep.validate_.harbor_timeout_s,
-        local=ep.cfg.environment.local,
-    )
-    results = runner.trial_results(jobs / "oracle")
+    results = runner.trial_results(job_dir)
     if not results:
         log_tail = tail((work / "oracle.log").read_text(errors="replace"), 4)
-        return None, f"harbor wrote no trial result (exit {rc}): {log_tail}"
+        return None, f"harbor wrote no trial result: {log_tail}"
     res = results[0]
     if res.exception_info:
         exc = res.exception_info

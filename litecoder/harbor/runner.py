@@ -612,21 +612,27 @@ def run_job(
     agent_timeout_multiplier: float | None = None,
     bar: Any = None,
     local: bool = True,
+    partial_ok: bool = False,
+    client: Any = None,
 ) -> tuple[Path, float, bool]:
     """A Harbor job over `tasks` run to its end: resumed when its dir exists (the trials that
     ended in `rerun_types` run again, finished ones are kept), else started; the tasks staged
-    first. Returns the job dir, Harbor's seconds and whether it was resumed."""
+    first (in `work`, with the job's config and log). Rollout, calibrate, evaluate and
+    envprep's oracle check all run their jobs here. Returns the job dir, Harbor's seconds and
+    whether it was resumed. Harbor failing before every trial has a result is a StageError,
+    unless `partial_ok` (the caller counts what is missing)."""
     job_dir = jobs_dir / name
     expected = len(tasks) * n_attempts
-    done = keep_results(job_dir, rerun_types)
-    if done >= expected:
+    if finished(job_dir, rerun_types, expected):
         if bar is not None:
             bar.advance(expected)
         return job_dir, 0.0, False
-    staged = stage(
-        tasks, work / "tasks" / name, run=run_label(job_dir), sec=sec,
-        build_timeout_s=build_timeout_s,
-    )  # fmt: skip
+    done = len(trial_results(job_dir))
+    with _STAGING:  # jobs side by side share task images: one builds, the others reuse
+        staged = stage(
+            tasks, work / "tasks" / name, run=run_label(job_dir), sec=sec,
+            build_timeout_s=build_timeout_s, client=client,
+        )  # fmt: skip
     resumed = (job_dir / "config.json").exists()
     if resumed:
         log.info("resuming %s (%d/%d trials done)", name, done, expected)
@@ -651,5 +657,17 @@ def run_job(
     if rc != 0 and len(trial_results(job_dir)) < expected:
         from litecoder.io import tail
 
-        raise StageError(f"harbor exited {rc}: {tail(log_path.read_text(errors='replace'))}")
+        why = f"harbor exited {rc}: {tail(log_path.read_text(errors='replace'))}"
+        if not partial_ok:
+            raise StageError(why)
+        log.warning("%s: %s", name, why)
     return job_dir, secs, resumed
+
+
+def finished(job_dir: Path, rerun_types: Sequence[str], expected: int) -> bool:
+    """Whether a job has every trial's result (those that ended in `rerun_types` dropped
+    first: they run again)."""
+    return keep_results(job_dir, rerun_types) >= expected
+
+
+_STAGING = threading.Lock()

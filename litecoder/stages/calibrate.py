@@ -27,12 +27,12 @@ from typing import Any
 from litecoder.config import Config, RolloutAgent
 from litecoder.context import StageContext
 from litecoder.gateway import Gateway
-from litecoder.harbor import runner
+from litecoder.harbor import agents, runner
 from litecoder.harbor.taskdir import litecoder_meta
 from litecoder.io import write_json
 from litecoder.records import Splits
 from litecoder.sandbox import container_host, docker_client
-from litecoder.stages.rollout import agent_config, check_installed_agents, installed, teacher_env
+from litecoder.stages.rollout import agent_config, teacher_env
 from litecoder.tracking import StageRun, progress
 
 BINS = [(0.0, 0.0, "0"), (0.0, 0.25, "(0, .25]"), (0.25, 0.5, "(.25, .5]"),
@@ -158,12 +158,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
         work = ctx.root / ".litecoder" / "calibrate"
         agent = RolloutAgent(name=c.agent.name, label="calibrate", share=1, model=c.model,
                              kwargs=dict(c.agent.kwargs))  # fmt: skip
-        check_installed_agents(cfg, [agent])
+        in_container = agents.check(agent.name, local=local).in_container
         gateway = Gateway(
             lambda: ctx.client(c.role, cached=False, share_identical=False),
             port=40000 + zlib.crc32(f"{ctx.root.resolve()}:calibrate".encode()) % 20000,
             models=[c.model] if c.model else [],
-            container_host=container_host() if installed(agent) else None,
+            container_host=container_host() if in_container else None,
         )
         name = f"calibrate-{zlib.crc32(repr((solver, c.k, ids)).encode()):08x}"
         with gateway, progress("calibrate", len(dirs) * c.k) as bar:
@@ -185,7 +185,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 n_attempts=c.k,
                 n_concurrent=cfg.environment.n_concurrent or c.n_concurrent,
                 env=teacher_env(cfg, gateway.issue_token(name, agent.label)),
-                sec=runner.Security.from_config(cfg, agent_network=installed(agent)),
+                sec=runner.Security.from_config(cfg, agent_network=in_container),
                 environment=runner.environment_config(cfg),
                 build_timeout_s=cfg.envprep.task.build_timeout_sec,
                 harbor_timeout_s=c.harbor_timeout_s,

@@ -26,7 +26,6 @@ import math
 import os
 import random
 import shutil
-import threading
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,10 +37,10 @@ from typing import Any
 from litecoder import models
 from litecoder.config import Config, EvalAgent, Teacher
 from litecoder.context import StageContext
-from litecoder.gateway import SESSION_HEADER, Gateway
-from litecoder.harbor import datasets, runner
+from litecoder.gateway import Gateway
+from litecoder.harbor import agents, datasets, runner
 from litecoder.harbor.taskdir import content_hash
-from litecoder.io import StageError, tail, write_json, write_text
+from litecoder.io import StageError, write_json
 from litecoder.records import ModelInfo, Splits
 from litecoder.sandbox import container_host, docker_client
 from litecoder.serve import serve
@@ -149,52 +148,36 @@ def endpoint(ctx: StageContext, t: Target, agent: EvalAgent, log_path: Path) -> 
         gateway = Gateway(
             lambda: ctx.client_of(teacher, base, cached=False, share_identical=False),
             port=port,
-            container_host=container_host() if not _terminus(agent) else None,
+            container_host=container_host() if agents.kind(agent.name).in_container else None,
         )
         with gateway:
             token = gateway.issue_token(t.label, agent.tag)
             yield Served(gateway.base_url, t.model, token, gateway.container_url, gateway)
         return
+    if agents.kind(agent.name).in_container:
+        raise StageError(
+            f"eval agent {agent.tag!r} runs inside the trial container, which cannot reach a "
+            "model served on this host's loopback: evaluate it as an endpoint "
+            "(eval.model.source=endpoint)"
+        )
     with serve(t.model, ctx.cfg.eval.serve, ctx.root, log_path, port=port) as (base, served):
         yield Served(base, served, "EMPTY")
-
-
-def _terminus(agent: EvalAgent) -> bool:
-    return agent.name.startswith("terminus")
 
 
 # --- Harbor -----------------------------------------------------------------------------------
 
 
-def harbor_job(
-    cfg: Config,
-    served: Served,
-    job_name: str,
-    jobs_dir: Path,
-    tasks: list[Path],
-    agent: EvalAgent | None = None,
-) -> dict[str, Any]:
-    e = cfg.eval
-    agent = agent or e.agents[0]
+def job_agent(cfg: Config, served: Served, agent: EvalAgent) -> dict[str, Any]:
+    """The Harbor AgentConfig of a job: the scaffold, pointed at the served model."""
     kwargs = dict(agent.kwargs)
-    if _terminus(agent):
-        kwargs["api_base"] = served.api_base
-        if served.gateway is not None:  # Harbor names the session after the trial
-            kwargs.setdefault("session_id_headers", [SESSION_HEADER])
-    else:  # inside the container: the gateway's bridge address (or the served model's)
-        kwargs["base_url"] = served.container_base or served.api_base
-    if e.model_info:
-        kwargs.setdefault("model_info", e.model_info)
-    return runner.job_config(
-        job_name=job_name,
-        jobs_dir=jobs_dir,
-        agents=[{"name": agent.name, "model_name": f"openai/{served.model}", "kwargs": kwargs}],
-        tasks=tasks,
-        n_attempts=e.k,
-        n_concurrent=cfg.environment.n_concurrent or e.n_concurrent,
-        agent_timeout_multiplier=e.agent_timeout_multiplier,
-        environment=runner.environment_config(cfg),
-    )
+    if agents.kind(agent.name).wiring == "terminus" and cfg.eval.model_info:
+        kwargs.setdefault("model_info", cfg.eval.model_info)
+    # Through the gateway (an endpoint): trials named in a header, for per-trial accounting.
+    wired = agents.wire(
+        agent.name, kwargs, loopback=served.api_base, container=served.container_base,
+        trial_header=served.gateway is not None,
+    )  # fmt: skip
+    return {"name": agent.name, "model_name": f"openai/{served.model}", "kwargs": wired}
 
 
 def job_name(
@@ -224,54 +207,38 @@ def run_job(
 ) -> tuple[Path, dict[str, Any] | None]:
     """One model under one scaffold: a Harbor job run (or resumed) to the end; with its
     gateway's accounts (an endpoint's tokens and cost, per trial) when there was one."""
-    cfg = ctx.cfg
+    cfg, e = ctx.cfg, ctx.cfg.eval
     name = job_name(cfg, key, t, agent, tasks, ctx.root)
-    job_dir = jobs_dir / name
-    expected = len(tasks) * cfg.eval.k
-    # Trials that did not finish for outside reasons run again; the others are kept.
-    done = runner.keep_results(job_dir, cfg.eval.infra_error_types)
-    if done >= expected:
-        bar.advance(expected)
-        return job_dir, None
-    log_path = out / f"harbor-{key}.log"
-    # Staged copies (litecoder's trial spec, confined prebuilt images), labelled for this job.
-    with _STAGING:  # jobs side by side share the task images: one builds, the others reuse
-        staged = runner.stage(
-            tasks,
-            jobs_dir.parent / "tasks" / name,
-            run=runner.run_label(job_dir),
-            sec=runner.Security.from_config(
-                cfg, network=cfg.eval.network, agent_network=not _terminus(agent)
-            ),
-            build_timeout_s=cfg.envprep.task.build_timeout_sec,
-        )
+    # Trials that did not finish for outside reasons run again; the others are kept. A job
+    # with every result starts no model.
+    if runner.finished(jobs_dir / name, e.infra_error_types, len(tasks) * e.k):
+        bar.advance(len(tasks) * e.k)
+        return jobs_dir / name, None
     with endpoint(ctx, t, agent, out / f"serve-{t.label}.log") as served:
-        if (job_dir / "config.json").exists():
-            log.info("resuming %s (%d/%d trials done)", name, done, expected)
-            bar.advance(done)
-            cmd = [runner.harbor_bin(), "job", "resume", "-p", str(job_dir)]
-        else:
-            conf = harbor_job(cfg, served, name, jobs_dir, staged, agent)
-            conf_path = out / f"job-{key}.json"
-            write_text(conf_path, json.dumps(conf, indent=2))
-            cmd = [runner.harbor_bin(), "run", "-c", str(conf_path), "-y"]
-        _, rc = runner.run_harbor(
-            cmd,
+        # Scored whatever Harbor's exit: what did not finish is counted apart (and the stage
+        # fails when that is too much); the job's log says why.
+        job_dir, _, _ = runner.run_job(
+            name=name,
+            jobs_dir=jobs_dir,
+            work=jobs_dir.parent,
+            tasks=tasks,
+            agents=[job_agent(cfg, served, agent)],
+            n_attempts=e.k,
+            n_concurrent=cfg.environment.n_concurrent or e.n_concurrent,
             env=runner.harbor_env(pass_env=cfg.environment.pass_env, OPENAI_API_KEY=served.key),
-            job_dir=job_dir,
-            log_path=log_path,
-            timeout_s=cfg.eval.harbor_timeout_s,
+            sec=runner.Security.from_config(
+                cfg, network=e.network, agent_network=agents.kind(agent.name).in_container
+            ),
+            environment=runner.environment_config(cfg),
+            build_timeout_s=cfg.envprep.task.build_timeout_sec,
+            harbor_timeout_s=e.harbor_timeout_s,
+            rerun_types=e.infra_error_types,
+            agent_timeout_multiplier=e.agent_timeout_multiplier,
             bar=bar,
             local=cfg.environment.local,
+            partial_ok=True,
         )
-    if rc != 0:
-        # Scored anyway, with what did not finish counted apart (and the stage failing when
-        # that is too much); the log says why.
-        log.warning("harbor exited %d for %s: %s", rc, key, tail(log_path.read_text(), 3))
-    return job_dir, served.gateway.summary() if served.gateway else None
-
-
-_STAGING = threading.Lock()
+        return job_dir, served.gateway.summary() if served.gateway else None
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -381,6 +348,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if cfg.environment.local:
         docker_client()
     runner.preflight_environment(cfg)
+    for a in e.agents:  # each reaches the model through the gateway or a server here, or not at all
+        agents.check(a.name, local=cfg.environment.local)
     datasets.preflight(e, ctx.root)  # before any model is loaded
     chosen = targets(ctx)
     tasks = task_dirs(ctx)

@@ -24,12 +24,11 @@ from typing import Any
 from litecoder.config import Config, RolloutAgent, TaskSet
 from litecoder.context import StageContext
 from litecoder.decontam import BenchmarkIndex, instruction_of
-from litecoder.gateway import SESSION_HEADER, Gateway
-from litecoder.harbor import datasets, runner, validate
+from litecoder.gateway import Gateway
+from litecoder.harbor import agents, datasets, runner, validate
 from litecoder.harbor.runner import JOB_INFO
 from litecoder.harbor.taskdir import litecoder_meta
 from litecoder.io import StageError, write_json
-from litecoder.llm import META_HEADER
 from litecoder.records import Splits
 from litecoder.sandbox import container_host, docker_client
 from litecoder.tracking import StageRun, progress
@@ -54,37 +53,6 @@ def assign(task_ids: list[str], agents: list[RolloutAgent]) -> dict[str, list[st
     return out
 
 
-# Installed agents whose API the gateway does not serve (it speaks OpenAI's chat/completions).
-FOREIGN_API = {
-    "claude-code": "Anthropic's Messages API",
-    "codex": "OpenAI's Responses API",
-    "gemini-cli": "Google's Gemini API",
-}
-
-
-def installed(agent: RolloutAgent) -> bool:
-    """Whether the agent runs inside the trial container (not in Harbor's process)."""
-    return not agent.name.startswith("terminus")
-
-
-def check_installed_agents(cfg: Config, agents: list[RolloutAgent]) -> None:
-    """An agent inside a trial container reaches the teacher only through the gateway, on the
-    host's Docker bridge address: that needs the local engine and an API the gateway serves."""
-    for a in filter(installed, agents):
-        if a.name in FOREIGN_API:
-            raise StageError(
-                f"rollout agent {a.label!r} ({a.name}) talks {FOREIGN_API[a.name]}, which "
-                "litecoder's gateway does not serve (OpenAI chat/completions only); every "
-                "agent's calls go through the gateway, so it cannot run"
-            )
-        if not cfg.environment.local:
-            raise StageError(
-                f"rollout agent {a.label!r} ({a.name}) runs inside the trial container and "
-                f"reaches the teacher through litecoder's gateway on this host; "
-                f"environment={cfg.environment.type} trials cannot reach it (use docker)"
-            )
-
-
 def agent_config(
     cfg: Config,
     agent: RolloutAgent,
@@ -92,35 +60,23 @@ def agent_config(
     *,
     stage: str = "rollout",
     role: str = "agent",
-    container_base: str | None = None,
+    container_base: str = "",
 ) -> dict[str, Any]:
     """One Harbor AgentConfig: the agent, the role's model and the gateway as its endpoint
     (`container_base`, the gateway's bridge address, for agents inside the container)."""
     teacher = cfg.teacher(role)
     kwargs = dict(agent.kwargs)
-    if not installed(agent):
-        kwargs.setdefault("api_base", api_base)
-        # Harbor names the agent's session after the trial: the gateway counts per trial.
-        kwargs.setdefault("session_id_headers", [SESSION_HEADER])
-        if cfg.rollout.model_info:
-            kwargs.setdefault("model_info", cfg.rollout.model_info)
-        # What the agent's requests are, as metadata (see litecoder.llm.META_HEADER).
-        meta = {"stage": stage, "agent": agent.label, "parser": kwargs.get("parser_name")}
-        call = dict(kwargs.get("llm_call_kwargs") or {})
-        call["extra_headers"] = {**call.get("extra_headers", {}), META_HEADER: json.dumps(meta)}
-        kwargs["llm_call_kwargs"] = call
-    else:
-        # An agent installed in the container calls the gateway on the host's bridge address
-        # (OpenHands: LiteLLM's LLM_BASE_URL, set by Harbor from base_url), with the job's
-        # token as its key, which the trial environment turns into the trial's own token.
-        if not container_base:
-            raise StageError(f"rollout agent {agent.label!r} needs the gateway's bridge address")
-        kwargs["base_url"] = container_base
+    if agents.kind(agent.name).wiring == "terminus" and cfg.rollout.model_info:
+        kwargs.setdefault("model_info", cfg.rollout.model_info)
+    # What the agent's requests are, as metadata (see litecoder.llm.META_HEADER).
+    meta = {"stage": stage, "agent": agent.label, "parser": kwargs.get("parser_name")}
     model = agent.model or teacher.model
     return {
         "name": agent.name,
         "model_name": f"{teacher.litellm_provider}/{model}",
-        "kwargs": kwargs,
+        "kwargs": agents.wire(
+            agent.name, kwargs, loopback=api_base, container=container_base, meta=meta
+        ),
     }
 
 
@@ -219,7 +175,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         sources.append((ts.name, dirs, meta))
     if not any(dirs for _, dirs, _ in sources):
         raise StageError("rollout has no tasks (no environments and no usable external task)")
-    check_installed_agents(cfg, cfg.rollout.agents)
+    kinds = [agents.check(a.name, local=cfg.environment.local) for a in cfg.rollout.agents]
     work = ctx.root / ".litecoder" / "rollout"
     jobs_dir = work / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -227,7 +183,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         lambda: ctx.client("agent", cached=False, share_identical=False),
         port=gateway_port(ctx.root),
         models=[a.model for a in cfg.rollout.agents if a.model],
-        container_host=container_host() if any(map(installed, cfg.rollout.agents)) else None,
+        container_host=container_host() if any(k.in_container for k in kinds) else None,
     )
 
     jobs = []
@@ -274,7 +230,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 n_concurrent=cfg.environment.n_concurrent or r.n_concurrent,
                 env=teacher_env(cfg, gateway.issue_token(name, agent.label)),
                 sec=runner.Security.from_config(
-                    cfg, network=agent.needs_network, agent_network=installed(agent)
+                    cfg,
+                    network=agent.needs_network,
+                    agent_network=agents.kind(agent.name).in_container,
                 ),
                 environment=runner.environment_config(cfg),
                 build_timeout_s=cfg.envprep.task.build_timeout_sec,
