@@ -6,6 +6,9 @@ import contextlib
 import csv
 import itertools
 import json
+import os
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -290,30 +293,59 @@ def test_sweep_compares_members_and_dvc_exp_lists_them(smoke: Path) -> None:
     assert read_jsonl(smoke / "data/sft/train.jsonl")
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.mark.cluster
-def test_two_processes_train_data_parallel_on_cpu(smoke: Path, tmp_path: Path) -> None:
-    """The multi-process path (torchrun rendezvous, Axolotl's trainer, data parallel) on CPU:
-    two gloo processes fine-tune the smoke student on the smoke run's SFT data. Each step takes
-    one row per process, the loss is logged by rank 0 only, one checkpoint is written."""
+def test_two_nodes_train_one_model_data_parallel_on_cpu(smoke: Path, tmp_path: Path) -> None:
+    """Multi-node for real: two `litecoder train` processes as nodes 0 and 1 of one launch
+    (torchrun node ranks over a loopback rendezvous, gloo, Axolotl's trainer), sharing the
+    project as a cluster's nodes share a file system, fine-tune the smoke student on the smoke
+    run's SFT data. Node 0 alone prepares and finalises the output dir (node 1 waits for it);
+    each step takes one row per node; the loss is logged by rank 0 only; one checkpoint."""
     project = make_project(tmp_path / "p", git=False)
     (project / "data/sft").mkdir(parents=True)
     rows = read_jsonl(smoke / "data/sft/train.jsonl")
     (project / "data/sft/train.jsonl").write_text((smoke / "data/sft/train.jsonl").read_text())
-    steps = 4
-    run(["litecoder", "train", "tracking=disabled", "train.launcher=torchrun",
-         "train.num_processes=2", f"train.max_steps={steps}"], project, timeout=2400)  # fmt: skip
+    # A stale recipe from an earlier run: node 1 must not start from it.
+    (project / "models/smoke").mkdir(parents=True)
+    (project / "models/smoke/prepared.json").write_text(json.dumps({"launch": "old"}))
+    steps, port = 4, free_port()
+    cmd = ["litecoder", "train", "tracking=disabled", "train.launcher=torchrun",
+           "train.num_machines=2", "train.num_processes=1", f"train.max_steps={steps}"]  # fmt: skip
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "LITECODER_TRAIN_LAUNCH": f"test-{port}"}  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            cmd,
+            cwd=project,
+            env={**os.environ, **env, "MACHINE_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (1, 0)  # node 1 first: it waits for node 0
+    ]
+    outputs = [p.communicate(timeout=2400)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outputs
     out = project / "models/smoke"
-    log = (out / "train.log").read_text()
-    # Both processes came through Axolotl's trainer.
-    assert all(f"train-cpu: rank {r} of 2 finished" in log for r in (0, 1)), log[-3000:]
+    log, log1 = (out / "train.log").read_text(), (out / "train.node1.log").read_text()
+    # Both nodes came through Axolotl's trainer, as global ranks 0 and 1 of 2.
+    assert "train-cpu: rank 0 of 2 finished" in log, log[-3000:]
+    assert "train-cpu: rank 1 of 2 finished" in log1, log1[-3000:]
     logged = [ln for ln in log.splitlines() if ln.lstrip().startswith("{'loss'")]
-    assert len(logged) == steps, logged  # rank 0 only (two ranks would log each step twice)
-    m = json.loads((project / "metrics/train.json").read_text())
+    assert len(logged) == steps, logged  # rank 0 only
+    assert not [ln for ln in log1.splitlines() if ln.lstrip().startswith("{'loss'")]
+    m = json.loads((project / "metrics/train.json").read_text())  # node 0's, alone
     assert m["steps"] == steps and m["first_loss"] > 0 and m["final_loss"] > 0
     # Data parallel, not two copies of one run: an epoch is ceil(rows / 2) steps, not rows.
     first_epoch = float(logged[0].split("'epoch': '")[1].split("'")[0])
     assert first_epoch == pytest.approx(1 / -(-len(rows) // 2), abs=1e-3), (first_epoch, len(rows))
     assert len(list(out.glob("*.safetensors"))) == 1 and not list(out.glob("checkpoint-*"))
+    assert not (out / "prepared.json").exists()
     assert json.loads((project / "models/model.json").read_text())["checkpoint"] == "models/smoke"
 
 

@@ -233,7 +233,7 @@ def launch_cmd(cfg: Config, python: Path, yaml_path: Path) -> list[str]:
     cmd = [str(python.parent / "axolotl"), "train", str(yaml_path), "--launcher", t.launcher]
     if t.num_processes == 1 and t.num_machines == 1:
         return cmd
-    rank = os.environ.get("MACHINE_RANK", os.environ.get("SLURM_NODEID", "0"))
+    rank = str(node_rank(cfg))
     addr = os.environ.get("MASTER_ADDR", "127.0.0.1")
     port = os.environ.get("MASTER_PORT", "29500")
     if t.launcher == "torchrun":
@@ -249,6 +249,39 @@ def launch_cmd(cfg: Config, python: Path, yaml_path: Path) -> list[str]:
             extra += ["--machine_rank", rank, "--main_process_ip", addr]
             extra += ["--main_process_port", port]
     return [*cmd, "--", *extra]
+
+
+def node_rank(cfg: Config) -> int:
+    """This machine's rank in a multi-node run (0 on a single machine)."""
+    if cfg.train.num_machines == 1:
+        return 0
+    return int(os.environ.get("MACHINE_RANK", os.environ.get("SLURM_NODEID", "0")))
+
+
+def launch_id() -> str:
+    """What every node of one multi-node launch shares (and no other launch does): the
+    scheduler's job id, or LITECODER_TRAIN_LAUNCH, else the rendezvous address."""
+    for var in ("LITECODER_TRAIN_LAUNCH", "SLURM_JOB_ID"):
+        if os.environ.get(var):
+            return f"{var}={os.environ[var]}"
+    return f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '29500')}"
+
+
+PREPARED = "prepared.json"  # in the output dir: node 0 has set it up for this launch
+
+
+def wait_prepared(out: Path, launch: str, timeout_s: float) -> None:
+    """On a node other than 0: wait until node 0 has prepared the output dir for this launch
+    (the shared file system says so), so that no node reads a stale recipe or model."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if json.loads((out / PREPARED).read_text()).get("launch") == launch:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(2)
+    raise TrainError(f"node 0 did not prepare {out} for launch {launch} in {timeout_s:.0f}s")
 
 
 def train_env(cfg: Config, python: Path, workdir: Path) -> dict[str, str]:
@@ -347,6 +380,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if not dataset.exists() or not dataset.read_text().strip():
         raise TrainError(f"{dataset} is missing or empty: nothing to train on")
     out = ctx.paths.models / cfg.experiment.name
+    rank, launch = node_rank(cfg), launch_id()
+    if rank > 0:
+        # Node 0 prepares and finalises the output dir (shared by every node); the others
+        # wait for it, train their share, and leave every output to node 0.
+        wait_prepared(out, launch, cfg.train.timeout_s)
+        seconds = run_axolotl(
+            cfg, python, launch_cmd(cfg, python, out / "axolotl.yaml"),
+            out / f"train.node{rank}.log", ctx.paths.workdir,
+        )  # fmt: skip
+        log.info("node %d of launch %s trained its share in %.0fs", rank, launch, seconds)
+        return {"node_rank": rank, "train_seconds": round(seconds, 1)}
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -369,10 +413,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     yaml_path = out / "axolotl.yaml"
     write_text(yaml_path, yaml.safe_dump(y, sort_keys=False))
     validate_axolotl(python, yaml_path)
+    if cfg.train.num_machines > 1:
+        write_json(out / PREPARED, {"launch": launch})
     log_path = out / "train.log"
     seconds = run_axolotl(
         cfg, python, launch_cmd(cfg, python, yaml_path), log_path, ctx.paths.workdir
     )
+    (out / PREPARED).unlink(missing_ok=True)
     weights = (
         list(out.glob("*.safetensors"))
         + list(out.glob("adapter_model.*"))
