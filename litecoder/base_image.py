@@ -18,11 +18,11 @@ import tempfile
 from pathlib import Path
 
 from litecoder.config import BaseImage
+from litecoder.config.security import BuildSecurity
 from litecoder.io import tail
 from litecoder.sandbox import (
     LABEL,
     PROJECT_LABEL,
-    BuildLimits,
     SandboxError,
     build_image,
     docker_client,
@@ -95,7 +95,7 @@ def ensure(base: BaseImage, *, force: bool = False) -> str:
                 lines = [f"FROM {base.name}", *base.dockerfile_prelude]
                 (Path(tmp) / "Dockerfile").write_text("\n".join(lines) + "\n")
                 # The prelude installs packages from the registry's mirrors: network on.
-                build_image(client, Path(tmp), prepared, lab, 1800, BuildLimits(network=True))
+                build_image(client, Path(tmp), prepared, lab, 1800, BuildSecurity(network=True))
     return base.name
 
 

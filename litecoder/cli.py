@@ -324,7 +324,6 @@ def _validate_main(argv: list[str]) -> int:
     """Check Harbor task dirs (litecoder's own or any other): a table, or JSON lines; exit 1
     when any task fails."""
     import contextlib
-    import dataclasses
     import tempfile
     from concurrent.futures import ThreadPoolExecutor
 
@@ -333,7 +332,6 @@ def _validate_main(argv: list[str]) -> int:
     from litecoder.config import Security
     from litecoder.harbor import runner
     from litecoder.harbor import validate as V
-    from litecoder.sandbox import BuildLimits
     from litecoder.tracking import progress
 
     p = argparse.ArgumentParser(prog="litecoder validate", description=_validate_main.__doc__)
@@ -362,14 +360,14 @@ def _validate_main(argv: list[str]) -> int:
 
         reports = list(pool.map(one, tasks))
     if a.build or a.start_state or a.oracle or a.verifier:
-        rsec = dataclasses.replace(
-            runner.Security.from_section(sec), build=BuildLimits(network=a.allow_network)
-        )
+        # The same limits as a run's, the network in builds as asked.
+        build = sec.build.model_copy(update={"network": a.allow_network})
+        policy = runner.TrialPolicy(sec.model_copy(update={"build": build}))
         with contextlib.ExitStack() as stack:
             work = a.work or Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="litecoder-validate-"))
             )
-            V.expensive(reports, work.resolve(), sec=rsec, build=True,
+            V.expensive(reports, work.resolve(), policy=policy, build=True,
                         start_state=a.start_state, oracle=a.oracle,
                 verifier_checks=a.verifier)  # fmt: skip
     if a.json:

@@ -62,10 +62,12 @@ def test_remote_copies_are_built_by_the_provider_with_harbors_network_policy(
     tb1_tasks(src)
     run(["harbor", "tasks", "migrate", "-i", str(src), "-o", str(tmp_path / "tasks")], tmp_path)
     cfg = compose_cfg("environment=e2b")
-    sec = runner.Security.from_config(cfg)
-    assert sec.environment.type == "e2b" and not sec.disk_quota  # Docker's quota does not apply
+    policy = runner.TrialPolicy.of(cfg)
+    assert (
+        policy.environment.type == "e2b" and not policy.disk_quota
+    )  # no Docker quota
     staged = runner.stage(sorted((tmp_path / "tasks").iterdir()), tmp_path / "staged", run="r",
-                          sec=sec)  # fmt: skip
+                          policy=policy)  # fmt: skip
     for d in staged:
         toml = tomllib.loads((d / "task.toml").read_text())
         assert toml["environment"]["network_mode"] == "no-network"

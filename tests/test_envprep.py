@@ -23,7 +23,7 @@ from litecoder.harbor.compose import COMPOSE_NAMES
 from litecoder.harbor.taskdir import check_copy_sources, check_task_toml, render_dockerfile
 from litecoder.io import read_jsonl, write_records
 from litecoder.records import JudgedTask
-from litecoder.sandbox import Limits, Sandbox, build_image, docker_client, labels
+from litecoder.sandbox import ContainerLimits, Sandbox, build_image, docker_client, labels
 from litecoder.standin import StandIn
 from litecoder.standin import library as S
 from litecoder.standin.server import MODEL_ID
@@ -379,7 +379,7 @@ def test_killed_envprep_resumes_without_repeating_work(tmp_path: Path) -> None:
 
 def test_capture_keeps_modes_mtimes_owners_links_and_deletions(tmp_path: Path) -> None:
     cfg = compose_cfg()
-    lim = Limits(memory_mb=256, command_timeout_s=30)
+    lim = ContainerLimits(memory_mb=256, command_timeout_s=30)
     with Sandbox(BASE, lim, labels("test-capture", "t", "scratch")) as sb:
         sb.exec(
             "set -e; mkdir -p /app/sub /app/empty /srv/data; echo hi > /app/sub/a.txt;"

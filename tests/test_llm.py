@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from litecoder.config import Limits, Magpie, Price, Teacher
+from litecoder.config import Magpie, Price, RateLimits, Teacher
 from litecoder.llm import LLMClient, LLMError, ResponseCache, Usage, parse_json_object
 from litecoder.standin import StandIn
 from tests.loopback_api import ScriptedAPI
@@ -291,7 +291,7 @@ def test_reasks_are_bounded_and_failure_is_kept() -> None:
 
 
 def test_concurrency_is_bounded() -> None:
-    t = teacher("", limits=Limits(concurrency=3))
+    t = teacher("", limits=RateLimits(concurrency=3))
     with ScriptedAPI(latency_s=0.15) as api:
         t = t.model_copy(update={"base_url": api.base_url})
         asyncio.run(_many(t, 20))
@@ -300,7 +300,7 @@ def test_concurrency_is_bounded() -> None:
 
 def test_requests_per_minute_limit() -> None:
     with ScriptedAPI() as api:
-        t = teacher(api.base_url, limits=Limits(concurrency=50, requests_per_minute=300))
+        t = teacher(api.base_url, limits=RateLimits(concurrency=50, requests_per_minute=300))
         start = time.monotonic()
         asyncio.run(_many(t, 15))
         elapsed = time.monotonic() - start
@@ -313,7 +313,7 @@ def test_tokens_per_minute_limit() -> None:
         # Each request is estimated at len(prompt)/4 + max_tokens = ~100 tokens; 6000/min = 100/s.
         t = teacher(
             api.base_url,
-            limits=Limits(concurrency=50, tokens_per_minute=6000),
+            limits=RateLimits(concurrency=50, tokens_per_minute=6000),
             sampling={"max_tokens": 96},
         )
         start = time.monotonic()

@@ -15,8 +15,8 @@ import pytest
 
 from litecoder.sandbox import (
     PROJECT_LABEL,
+    ContainerLimits,
     DockerUnavailable,
-    Limits,
     Sandbox,
     build_image,
     docker_client,
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.docker
 
 
 def sandbox(**kw: object) -> Sandbox:
-    lim = Limits(**{"memory_mb": 256, "pids": 64, "command_timeout_s": 4, **kw})  # type: ignore[arg-type]
+    lim = ContainerLimits(**{"memory_mb": 256, "pids": 64, "command_timeout_s": 4, **kw})  # type: ignore[arg-type]
     return Sandbox(BASE, lim, labels("test-sandbox", "t", "scratch"))
 
 

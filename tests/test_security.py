@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from litecoder.harbor import compose, runner
-from litecoder.sandbox import Limits, Sandbox, build_image, docker_client, image_labels, labels
+from litecoder.sandbox import (
+    ContainerLimits,
+    Sandbox,
+    build_image,
+    docker_client,
+    image_labels,
+    labels,
+)
 from tests.conftest import REPO, compose_cfg, litecoder_leftovers
 from tests.loopback_api import ScriptedAPI
 
@@ -104,7 +111,7 @@ def hostile_trial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     job_dir = root / "jobs" / "hostile"
     label = runner.run_label(job_dir)
     staged = runner.stage(
-        [_task(root / "src")], root / "staged", run=label, sec=runner.Security.from_config(cfg)
+        [_task(root / "src")], root / "staged", run=label, policy=runner.TrialPolicy.of(cfg)
     )
     found: dict[str, Any] = {}
     stop = threading.Event()
@@ -269,7 +276,7 @@ def _build_step_inspect(tmp_path: Path) -> dict[str, Any]:
     t = threading.Thread(target=watch)
     t.start()
     cfg = compose_cfg()
-    lim = runner.Security.from_config(cfg).build
+    lim = cfg.security.build
     build_image(
         client, tmp_path, "litecoder-test/step:1", image_labels("t", None, "scratch"), 300, lim
     )
@@ -291,7 +298,7 @@ def _sidecar_trial(cfg: Any) -> tuple[dict[str, str], dict[str, str]]:
     )
     try:
         [staged] = runner.stage(
-            [task], root / "staged", run="test-table", sec=runner.Security.from_config(cfg)
+            [task], root / "staged", run="test-table", policy=runner.TrialPolicy.of(cfg)
         )
         box = TrialContainers(TrialSpec.read(staged / "environment"), "table-sidecar")
         box.start()
@@ -314,7 +321,7 @@ def test_readme_security_table_is_what_docker_inspect_shows(
     table = _readme_table()
     cfg = compose_cfg()
     s = cfg.envprep.sandbox
-    limits = Limits(
+    limits = ContainerLimits(
         cpus=s.cpus,
         memory_mb=s.memory_mb,
         pids=s.pids,
@@ -375,7 +382,7 @@ def test_compose_files_that_reach_the_host_are_refused(tmp_path: Path) -> None:
         errors = compose.check(d / "environment")
         assert errors, name
         with pytest.raises(runner.TaskRejected) as err:
-            runner.stage([d], tmp_path / "staged", run="t", sec=runner.Security.from_config(cfg))
+            runner.stage([d], tmp_path / "staged", run="t", policy=runner.TrialPolicy.of(cfg))
         assert err.value.reasons[: len(errors)] == errors
     fine = tmp_path / "fine/environment"
     fine.mkdir(parents=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from litecoder.config import Limits, Price, Teacher
+from litecoder.config import Price, RateLimits, Teacher
 from litecoder.io import read_jsonl
 from litecoder.llm import Limit, LLMClient, LLMError, UsageBook
 from litecoder.llm.shared import Ledger, RateSchedule
@@ -60,7 +60,7 @@ def test_a_stage_limit_is_never_passed(concurrency: int, tmp_path: Path) -> None
     """100 calls of $0.09 against a $1 limit: what is spent stays within it, however many
     are in flight; the rest are refused by the guard before anything is sent."""
     with ScriptedAPI(lambda n, body: [("ok", "answer", *PRICED)]) as api:
-        t = _teacher(api.base_url, limits=Limits(concurrency=concurrency))
+        t = _teacher(api.base_url, limits=RateLimits(concurrency=concurrency))
         book = UsageBook(stage_limit=Limit(max_cost_usd=1.0), ledger=Ledger(tmp_path / "l.json"))
         out = _ask_all(t, book, 100)
         sent = len(api.requests)
@@ -82,10 +82,10 @@ def test_two_processes_share_one_run_budget(tmp_path: Path) -> None:
         "import asyncio, sys, json\n"
         "from pathlib import Path\n"
         "from tests.test_spend import _teacher, _ask_all\n"
-        "from litecoder.config import Limits\n"
+        "from litecoder.config import RateLimits\n"
         "from litecoder.llm import Limit, UsageBook\n"
         "from litecoder.llm.shared import Ledger\n"
-        "t = _teacher(sys.argv[1], limits=Limits(concurrency=16))\n"
+        "t = _teacher(sys.argv[1], limits=RateLimits(concurrency=16))\n"
         "book = UsageBook(run_limit=Limit(max_cost_usd=1.0), ledger=Ledger(Path(sys.argv[2])),\n"
         "                 stage=sys.argv[3])\n"
         "out = _ask_all(t, book, 60)\n"

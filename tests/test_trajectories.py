@@ -289,7 +289,7 @@ def rule_trials(smoke: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         [envs / task],
         root / "staged",
         run=runner.run_label(root / "jobs/rules"),
-        sec=runner.Security.from_config(cfg),
+        policy=runner.TrialPolicy.of(cfg),
     )
     # A task whose environment cannot start: the image its trial spec names does not exist.
     broken = root / "staged/t-broken-env"

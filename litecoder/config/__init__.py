@@ -36,18 +36,51 @@ from litecoder.config.harbor import (
     TaskSet,
     TrialEnvironment,
 )
-from litecoder.config.models import LLM, Limits, Magpie, Price, Serve, Teacher
+from litecoder.config.models import LLM, Magpie, Price, RateLimits, Serve, Teacher
 from litecoder.config.security import Security
 from litecoder.config.tasks import Decontam, Dedup, Domain, Judge, Sampler, Taxonomy
 from litecoder.config.tracking import Experiment, Report, Tracking
 from litecoder.config.training import ExternalSft, Filter, Sft, Train
 
 __all__ = [
-    "AGENT_ROLES", "CONF_DIR_NAME", "LLM", "AgentSettings", "BaseImage", "Calibrate", "Capture",
-    "Config", "ConfigError", "Decontam", "Dedup", "Domain", "Envprep", "Eval", "EvalAgent",
-    "EvalModel", "Experiment", "ExternalSft", "Filter", "Judge", "Limits", "Magpie", "Price",
-    "Report", "Rollout", "RolloutAgent", "Sampler", "SandboxSettings", "Security", "Serve",
-    "Sft", "Strict", "TaskSet", "TaskToml", "Taxonomy", "Teacher", "Tracking", "Train",
+    "AGENT_ROLES",
+    "CONF_DIR_NAME",
+    "LLM",
+    "AgentSettings",
+    "BaseImage",
+    "Calibrate",
+    "Capture",
+    "Config",
+    "ConfigError",
+    "Decontam",
+    "Dedup",
+    "Domain",
+    "Envprep",
+    "Eval",
+    "EvalAgent",
+    "EvalModel",
+    "Experiment",
+    "ExternalSft",
+    "Filter",
+    "Judge",
+    "Magpie",
+    "Price",
+    "RateLimits",
+    "Report",
+    "Rollout",
+    "RolloutAgent",
+    "Sampler",
+    "SandboxSettings",
+    "Security",
+    "Serve",
+    "Sft",
+    "Strict",
+    "TaskSet",
+    "TaskToml",
+    "Taxonomy",
+    "Teacher",
+    "Tracking",
+    "Train",
     "TrialEnvironment",
 ]  # fmt: skip
 

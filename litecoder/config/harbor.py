@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from litecoder.config.base import Strict
-from litecoder.config.models import Limits, Price, Serve
+from litecoder.config.models import Price, RateLimits, Serve
 
 
 class RolloutAgent(Strict):
@@ -114,7 +114,7 @@ class EvalModel(Strict):
     api_key_env: str | None = None  # endpoint: the env var holding its key
     label: str | None = None  # how results name this model (default: from the source)
     # endpoint: what the gateway the agents call it through holds to (and counts with).
-    limits: Limits = Limits()
+    limits: RateLimits = RateLimits()
     price: Price = Price()
 
     @model_validator(mode="after")

@@ -28,7 +28,7 @@ class Sampling(Strict):
     extra_body: dict[str, Any] = Field(default_factory=dict)
 
 
-class Limits(Strict):
+class RateLimits(Strict):
     concurrency: int = Field(default=16, gt=0)
     requests_per_minute: int | None = Field(default=None, gt=0)
     tokens_per_minute: int | None = Field(default=None, gt=0)
@@ -74,7 +74,7 @@ class Teacher(Strict):
     # LiteLLM provider prefix Harbor's agents use for this endpoint (`openai/<model>`).
     litellm_provider: str = "openai"
     sampling: Sampling = Sampling()
-    limits: Limits = Limits()
+    limits: RateLimits = RateLimits()
     timeout_s: float = Field(default=600, gt=0)  # one HTTP request
     # How long one request may keep retrying transient failures (429, 5xx, timeouts, refused
     # connections, bad answers), outages included, before it fails.

@@ -10,12 +10,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from litecoder.config import Config
+from litecoder.config.security import BuildSecurity
 from litecoder.decontam import BenchmarkIndex
 from litecoder.envprep.agent import AgentResult, run_agent
-from litecoder.harbor.runner import Security
+from litecoder.harbor.runner import TrialPolicy
 from litecoder.llm import LLMClient
 from litecoder.records import EnvOutcome
-from litecoder.sandbox import BuildLimits, Limits, Sandbox, labels
+from litecoder.sandbox import ContainerLimits, Sandbox, labels
 
 
 class StepFailed(Exception):
@@ -42,15 +43,15 @@ class EnvprepContext:
     work: Path
     decontam: BenchmarkIndex | None = None  # benchmark instructions a task must not repeat
 
-    def security(self) -> Security:
-        return Security.from_config(self.cfg)
+    def policy(self) -> TrialPolicy:
+        return TrialPolicy.of(self.cfg)
 
-    def build_limits(self) -> BuildLimits:
-        return self.security().build
+    def build_limits(self) -> BuildSecurity:
+        return self.cfg.security.build
 
-    def limits(self) -> Limits:
+    def limits(self) -> ContainerLimits:
         s, sec = self.cfg.envprep.sandbox, self.cfg.security
-        return Limits(
+        return ContainerLimits(
             cpus=s.cpus,
             memory_mb=s.memory_mb,
             pids=s.pids,

@@ -164,7 +164,7 @@ def harbor_oracle(ep: EnvprepContext, task_dir: Path, work: Path) -> tuple[float
         n_attempts=1,
         n_concurrent=1,
         env=runner.harbor_env(pass_env=ep.cfg.environment.pass_env),
-        sec=ep.security(),
+        policy=ep.policy(),
         environment=runner.environment_config(ep.cfg),
         build_timeout_s=ep.cfg.envprep.task.build_timeout_sec,
         harbor_timeout_s=ep.cfg.envprep.validate_.harbor_timeout_s,

@@ -20,7 +20,6 @@ Every Harbor job litecoder runs (rollouts, evaluation, envprep's oracle check) g
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -47,7 +46,6 @@ from litecoder.net import reachable
 from litecoder.procs import die_with_parent, stop_process
 from litecoder.sandbox import (
     LABEL,
-    BuildLimits,
     Refusal,
     build_image,
     docker_client,
@@ -139,63 +137,26 @@ def job_config(
 
 
 @dataclass(frozen=True)
-class Security:
-    """The config's `security` section, as the runner needs it."""
+class TrialPolicy:
+    """How one job's trials are staged: the config's `security` section (what every container
+    may do), where trials run, and what the calling stage allows."""
 
-    capabilities: tuple[str, ...]
-    trial_pids: int
-    disk_quota: bool
-    build: BuildLimits
-    default_memory_mb: int = 2048
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    environment: TrialEnvironment = field(default_factory=TrialEnvironment)
+    # The task's declared network is kept (else every trial is cut off).
     network: bool = False
     # The agent runs inside the container and calls the gateway on the host's bridge address:
     # its trials get a bridged network whatever the task declares.
     agent_network: bool = False
-    environment: TrialEnvironment = field(default_factory=TrialEnvironment)  # where trials run
-    sidecar_memory_mb: int = 1024
-    sidecar_disk_mb: int = 1024
-    output_bytes: int = 4 * 2**20
-    log_max_mb: int = 10
-    clean_before_verifier: bool = True
-    copy_max_file_bytes: int = 64 * 2**20
-    copy_max_total_bytes: int = 256 * 2**20
-    copy_max_files: int = 10_000
-    reward_max_bytes: int = 64 * 2**10
 
     @classmethod
-    def from_config(
-        cls, cfg: Config, *, network: bool = False, agent_network: bool = False
-    ) -> Security:
-        sec = cls.from_section(cfg.security, network=network, environment=cfg.environment)
-        return dataclasses.replace(sec, agent_network=agent_network)
+    def of(cls, cfg: Config, *, network: bool = False, agent_network: bool = False) -> TrialPolicy:
+        return cls(cfg.security, cfg.environment, network=network, agent_network=agent_network)
 
-    @classmethod
-    def from_section(
-        cls,
-        s: SecurityConfig,
-        *,
-        network: bool = False,
-        environment: TrialEnvironment | None = None,
-    ) -> Security:
-        environment = environment or TrialEnvironment()
-        return cls(
-            capabilities=tuple(s.capabilities),
-            trial_pids=s.trial_pids,
-            disk_quota=s.disk_quota and environment.local,
-            build=BuildLimits(s.build.network, s.build.memory_mb, s.build.cpu_shares),
-            default_memory_mb=s.trial_memory_mb,
-            network=network,
-            environment=environment,
-            sidecar_memory_mb=s.sidecar_memory_mb,
-            sidecar_disk_mb=s.sidecar_disk_mb,
-            output_bytes=s.trial_output_kb * 2**10,
-            log_max_mb=s.log_max_mb,
-            clean_before_verifier=s.clean_before_verifier,
-            copy_max_file_bytes=s.copy_out.max_file_mb * 2**20,
-            copy_max_total_bytes=s.copy_out.max_total_mb * 2**20,
-            copy_max_files=s.copy_out.max_files,
-            reward_max_bytes=s.copy_out.reward_max_kb * 2**10,
-        )
+    @property
+    def disk_quota(self) -> bool:
+        """A hard disk quota is litecoder's to set only on its own local engine."""
+        return self.security.disk_quota and self.environment.local
 
 
 def environment_config(cfg: Config | None = None) -> dict[str, Any]:
@@ -256,7 +217,7 @@ def stage(
     dest: Path,
     *,
     run: str,
-    sec: Security,
+    policy: TrialPolicy,
     build_timeout_s: float = 1800,
     client: Any = None,
     concurrency: int = 4,
@@ -265,7 +226,8 @@ def stage(
     could reach the host raises TaskRejected with every reason."""
     from harbor.models.task.config import TaskConfig
 
-    if sec.environment.local:
+    sec = policy.security
+    if policy.environment.local:
         client = client or docker_client()
     make_private(dest)
     for d in task_dirs:
@@ -288,10 +250,10 @@ def stage(
             (out / "environment" / name).unlink(missing_ok=True)
         task = TaskConfig.model_validate(tomllib.loads((out / "task.toml").read_text()))
         declared = str(task.environment.network_mode.value)
-        set_network_mode(out / "task.toml", declared if sec.network else "no-network")
+        set_network_mode(out / "task.toml", declared if policy.network else "no-network")
         return out
 
-    if not sec.environment.local:
+    if not policy.environment.local:
         return [remote(d) for d in task_dirs]
 
     def image_of(src: Path, name: str, d: compose.Declared) -> str:
@@ -326,7 +288,7 @@ def stage(
                 build_timeout_s,
                 sec.build,
             )
-        if sec.disk_quota:
+        if policy.disk_quota:
             problem = disk_quota_problem(client, tag)
             if problem:
                 raise StageError(f"{problem}; {QUOTA_HELP}")
@@ -347,25 +309,25 @@ def stage(
                 user=d.user,
                 healthcheck=Healthcheck(**d.healthcheck) if d.healthcheck else None,
                 depends_on=d.depends_on,
-                memory_mb=(task.environment.memory_mb or sec.default_memory_mb)
+                memory_mb=(task.environment.memory_mb or sec.trial_memory_mb)
                 if main
                 else sec.sidecar_memory_mb,
                 cpus=float(task.environment.cpus or 1),
-                storage_size=storage_size(client, image, disk_mb) if sec.disk_quota else None,
+                storage_size=storage_size(client, image, disk_mb) if policy.disk_quota else None,
             )
         spec = TrialSpec(
             services=services,
             capabilities=list(sec.capabilities),
             pids=sec.trial_pids,
             # A task may ask for less; an agent in the container needs the gateway.
-            network=(sec.network and declared != "no-network") or sec.agent_network,
+            network=(policy.network and declared != "no-network") or policy.agent_network,
             labels=labels(run, src.name, "trial"),
             log_max_mb=sec.log_max_mb,
-            output_bytes=sec.output_bytes,
-            copy_max_file_bytes=sec.copy_max_file_bytes,
-            copy_max_total_bytes=sec.copy_max_total_bytes,
-            copy_max_files=sec.copy_max_files,
-            reward_max_bytes=sec.reward_max_bytes,
+            output_bytes=sec.trial_output_kb * 2**10,
+            copy_max_file_bytes=sec.copy_out.max_file_mb * 2**20,
+            copy_max_total_bytes=sec.copy_out.max_total_mb * 2**20,
+            copy_max_files=sec.copy_out.max_files,
+            reward_max_bytes=sec.copy_out.reward_max_kb * 2**10,
             clean_before_verifier=sec.clean_before_verifier,
             start_timeout_s=build_timeout_s,
         )
@@ -603,7 +565,7 @@ def run_job(
     n_attempts: int,
     n_concurrent: int,
     env: dict[str, str],
-    sec: Security,
+    policy: TrialPolicy,
     environment: dict[str, Any],
     build_timeout_s: float,
     harbor_timeout_s: float,
@@ -630,7 +592,7 @@ def run_job(
     done = len(trial_results(job_dir))
     with _STAGING:  # jobs side by side share task images: one builds, the others reuse
         staged = stage(
-            tasks, work / "tasks" / name, run=run_label(job_dir), sec=sec,
+            tasks, work / "tasks" / name, run=run_label(job_dir), policy=policy,
             build_timeout_s=build_timeout_s, client=client,
         )  # fmt: skip
     resumed = (job_dir / "config.json").exists()

@@ -19,8 +19,12 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from litecoder.harbor.taskdir import check_task_toml, dockerfile_instructions, reach
+
+if TYPE_CHECKING:
+    from litecoder.harbor.runner import TrialPolicy
 
 PUBLIC_REGISTRIES = ("docker.io", "registry-1.docker.io", "ghcr.io", "quay.io", "public.ecr.aws",
                      "mcr.microsoft.com", "gcr.io", "registry.k8s.io", "nvcr.io")  # fmt: skip
@@ -160,7 +164,7 @@ def expensive(
     tasks: list[TaskReport],
     work: Path,
     *,
-    sec: object,
+    policy: TrialPolicy,
     build: bool,
     start_state: bool,
     oracle: bool,
@@ -173,17 +177,25 @@ def expensive(
     import json
 
     from litecoder.harbor import runner, verifier
-    from litecoder.sandbox import BuildError, Limits, Sandbox, SandboxError, docker_client, labels
+    from litecoder.sandbox import (
+        BuildError,
+        ContainerLimits,
+        Sandbox,
+        SandboxError,
+        docker_client,
+        labels,
+    )
     from litecoder.sandbox.build import privileged_entries
 
-    assert isinstance(sec, runner.Security)
     client = docker_client()
     staged: dict[str, tuple[TaskReport, Path]] = {}
     for r in tasks:
         if not r.ok:
             continue
         try:
-            out = runner.stage([r.path], work / "staged", run="validate", sec=sec, client=client)[0]
+            out = runner.stage(
+                [r.path], work / "staged", run="validate", policy=policy, client=client
+            )[0]
         except runner.TaskRejected as e:
             r.add("compose", e.reasons)
             continue
@@ -202,7 +214,7 @@ def expensive(
                   "warning")  # fmt: skip
         if start_state:
             try:
-                with Sandbox(image, Limits(memory_mb=1024, command_timeout_s=600),
+                with Sandbox(image, ContainerLimits(memory_mb=1024, command_timeout_s=600),
                              labels("validate", r.path.name, "check")) as sb:  # fmt: skip
                     sb.put_dir(out / "tests", "/tests")
                     sb.exec("bash /tests/test.sh")
@@ -219,7 +231,7 @@ def expensive(
             task = tomllib.loads((out / "task.toml").read_text())
 
             def make(image: str = image, name: str = r.path.name) -> Sandbox:
-                return Sandbox(image, Limits(memory_mb=1024, command_timeout_s=600),
+                return Sandbox(image, ContainerLimits(memory_mb=1024, command_timeout_s=600),
                                labels("validate", name, "check"))  # fmt: skip
 
             try:

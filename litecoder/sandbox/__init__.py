@@ -7,14 +7,13 @@
 """
 
 from litecoder.sandbox.build import (
-    BuildLimits,
     build_image,
     image_exists,
     import_rootfs,
     labels_of_image,
     pull_image,
 )
-from litecoder.sandbox.container import ExecResult, Limits, Sandbox
+from litecoder.sandbox.container import ContainerLimits, ExecResult, Sandbox
 from litecoder.sandbox.engine import (
     CAPS,
     LABEL,
@@ -41,11 +40,10 @@ __all__ = [
     "LABEL",
     "PROJECT_LABEL",
     "BuildError",
-    "BuildLimits",
+    "ContainerLimits",
     "DiskQuotaUnsupported",
     "DockerUnavailable",
     "ExecResult",
-    "Limits",
     "Refusal",
     "Sandbox",
     "SandboxError",

@@ -15,18 +15,11 @@ import re
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from litecoder.config.security import BuildSecurity
 from litecoder.sandbox.engine import LEDGER_DIR, BuildError, SandboxError, one_line
-
-
-@dataclass(frozen=True)
-class BuildLimits:
-    network: bool = False
-    memory_mb: int = 4096
-    cpu_shares: int = 512  # relative weight (a container's default is 1024)
 
 
 def image_exists(client: Any, name: str) -> bool:
@@ -49,7 +42,7 @@ def build_image(
     tag: str,
     labels: dict[str, str],
     timeout_s: float,
-    limits: BuildLimits | None = None,
+    limits: BuildSecurity | None = None,
     *,
     dockerfile: str = "Dockerfile",
     buildargs: dict[str, str] | None = None,
@@ -58,7 +51,7 @@ def build_image(
     from docker.errors import APIError
     from docker.errors import BuildError as DockerBuildError
 
-    lim = limits or BuildLimits()
+    lim = limits or BuildSecurity()
     lines: deque[str] = deque(maxlen=200)  # a RUN step may print without end: keep a tail
     layers: list[str] = []  # image ids of the steps done: a failed build's leftovers
     # The same ids on disk, for whoever finds this process killed mid-build.

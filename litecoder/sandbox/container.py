@@ -41,7 +41,7 @@ DISK_FULL_MARKERS = ("Disk quota exceeded", "No space left on device")
 
 
 @dataclass(frozen=True)
-class Limits:
+class ContainerLimits:
     cpus: float = 1.0
     memory_mb: int = 1024
     pids: int = 256
@@ -197,7 +197,7 @@ class Sandbox:
     """One long-lived container (`sleep infinity` under docker-init) to run commands in."""
 
     image: str
-    limits: Limits
+    limits: ContainerLimits
     labels: dict[str, str]
     client: Any = None
     workdir: str = "/"

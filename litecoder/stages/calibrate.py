@@ -185,7 +185,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 n_attempts=c.k,
                 n_concurrent=cfg.environment.n_concurrent or c.n_concurrent,
                 env=teacher_env(cfg, gateway.issue_token(name, agent.label)),
-                sec=runner.Security.from_config(cfg, agent_network=in_container),
+                policy=runner.TrialPolicy.of(cfg, agent_network=in_container),
                 environment=runner.environment_config(cfg),
                 build_timeout_s=cfg.envprep.task.build_timeout_sec,
                 harbor_timeout_s=c.harbor_timeout_s,

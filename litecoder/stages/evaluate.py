@@ -226,7 +226,7 @@ def run_job(
             n_attempts=e.k,
             n_concurrent=cfg.environment.n_concurrent or e.n_concurrent,
             env=runner.harbor_env(pass_env=cfg.environment.pass_env, OPENAI_API_KEY=served.key),
-            sec=runner.Security.from_config(
+            policy=runner.TrialPolicy.of(
                 cfg, network=e.network, agent_network=agents.kind(agent.name).in_container
             ),
             environment=runner.environment_config(cfg),

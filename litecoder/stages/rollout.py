@@ -229,7 +229,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 n_attempts=r.n_attempts,
                 n_concurrent=cfg.environment.n_concurrent or r.n_concurrent,
                 env=teacher_env(cfg, gateway.issue_token(name, agent.label)),
-                sec=runner.Security.from_config(
+                policy=runner.TrialPolicy.of(
                     cfg,
                     network=agent.needs_network,
                     agent_network=agents.kind(agent.name).in_container,
