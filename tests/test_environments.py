@@ -63,9 +63,7 @@ def test_remote_copies_are_built_by_the_provider_with_harbors_network_policy(
     run(["harbor", "tasks", "migrate", "-i", str(src), "-o", str(tmp_path / "tasks")], tmp_path)
     cfg = compose_cfg("environment=e2b")
     policy = runner.TrialPolicy.of(cfg)
-    assert (
-        policy.environment.type == "e2b" and not policy.disk_quota
-    )  # no Docker quota
+    assert policy.environment.type == "e2b" and not policy.disk_quota  # no Docker quota
     staged = runner.stage(sorted((tmp_path / "tasks").iterdir()), tmp_path / "staged", run="r",
                           policy=policy)  # fmt: skip
     for d in staged:

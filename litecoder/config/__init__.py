@@ -34,6 +34,7 @@ from litecoder.config.harbor import (
     Rollout,
     RolloutAgent,
     TaskSet,
+    TaskSource,
     TrialEnvironment,
 )
 from litecoder.config.models import LLM, Magpie, Price, RateLimits, Serve, Teacher
@@ -75,7 +76,7 @@ __all__ = [
     "Serve",
     "Sft",
     "Strict",
-    "TaskSet",
+    "TaskSet", "TaskSource",
     "TaskToml",
     "Taxonomy",
     "Teacher",

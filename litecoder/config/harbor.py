@@ -33,24 +33,49 @@ class TerminalBenchSource(Strict):
     commit: str | None = None  # the pin; the registry's entry must name the same commit
 
 
-class TaskSet(Strict):
-    """Harbor task dirs from outside this run (e.g. a released set of RL environments): a
-    Harbor registry dataset, an original Terminal-Bench registry entry, or dirs on disk."""
+class TaskSource(Strict):
+    """Where Harbor task dirs come from: a Harbor registry dataset (`dataset`), an original
+    Terminal-Bench registry entry (`terminal_bench`) or dirs on disk (`path`; Harbor layout,
+    or the original layout, which is migrated). Shared by task sets and benchmarks."""
+
+    source: str
+    dataset: str | None = None  # registry: NAME@VERSION (e.g. terminal-bench@2.0)
+    terminal_bench: TerminalBenchSource = TerminalBenchSource()
+    path: str | None = None  # path: a directory of task dirs (either layout)
+
+    @property
+    def what(self) -> str:
+        """How messages name these tasks."""
+        raise NotImplementedError
+
+    @property
+    def path_override(self) -> str:
+        """The config setting that points at a local copy instead."""
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> TaskSource:
+        if self.source == "registry" and not self.dataset:
+            raise ValueError(f"{self.what}: source 'registry' needs dataset (NAME@VERSION)")
+        if self.source == "path" and not self.path:
+            raise ValueError(f"{self.what}: source 'path' needs path (a directory of task dirs)")
+        return self
+
+
+class TaskSet(TaskSource):
+    """Harbor task dirs from outside this run (e.g. a released set of RL environments)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     source: Literal["registry", "terminal_bench", "path"] = "path"
-    dataset: str | None = None  # registry: NAME@VERSION
-    terminal_bench: TerminalBenchSource = TerminalBenchSource()
-    path: str | None = None  # path: a directory of task dirs (either layout)
     max_tasks: int | None = Field(default=None, ge=1)  # the first N (by name)
 
-    @model_validator(mode="after")
-    def _source(self) -> TaskSet:
-        if self.source == "registry" and not self.dataset:
-            raise ValueError(f"task set {self.name}: source 'registry' needs dataset")
-        if self.source == "path" and not self.path:
-            raise ValueError(f"task set {self.name}: source 'path' needs path")
-        return self
+    @property
+    def what(self) -> str:
+        return f"task set {self.name}"
+
+    @property
+    def path_override(self) -> str:
+        return "source: path, path: DIR"
 
 
 class Rollout(Strict):
@@ -126,15 +151,10 @@ class EvalModel(Strict):
         return self
 
 
-class Eval(Strict):
+class Eval(TaskSource):
     benchmark: str  # results/<benchmark>.json
-    # local: the held-out split of data/envs; registry: a Harbor registry dataset (`dataset`);
-    # terminal_bench: the original Terminal-Bench registry (`terminal_bench`); path: task dirs
-    # on disk (`path`; Harbor layout, or the original layout, which is migrated).
+    # local: the held-out split of data/envs; else TaskSource's.
     source: Literal["local", "registry", "terminal_bench", "path"] = "local"
-    dataset: str | None = None  # registry: e.g. terminal-bench@2.0
-    terminal_bench: TerminalBenchSource = TerminalBenchSource()
-    path: str | None = None
     expected_tasks: int | None = Field(default=None, ge=1)  # the stage fails on another count
     k: int = Field(default=1, ge=1)
     n_concurrent: int = Field(default=2, ge=1)
@@ -157,12 +177,16 @@ class Eval(Strict):
     max_unfinished_fraction: float = Field(default=0.05, ge=0, le=1)
     bootstrap: int = Field(default=1000, ge=0)  # resamples of tasks for the 95% interval
 
+    @property
+    def what(self) -> str:
+        return self.benchmark
+
+    @property
+    def path_override(self) -> str:
+        return "eval.source=path eval.path=DIR (task dirs)"
+
     @model_validator(mode="after")
-    def _source(self) -> Eval:
-        if self.source == "registry" and not self.dataset:
-            raise ValueError("source 'registry' needs dataset (e.g. terminal-bench@2.0)")
-        if self.source == "path" and not self.path:
-            raise ValueError("source 'path' needs eval.path (a directory of task dirs)")
+    def _agents(self) -> Eval:
         tags = [a.tag for a in self.agents]
         if len(set(tags)) != len(tags):
             raise ValueError(f"eval.agents: labels must differ, got {tags}")

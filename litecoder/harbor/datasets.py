@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from litecoder.config import Eval, TaskSet
+from litecoder.config import TaskSource
 from litecoder.harbor import runner
 from litecoder.harbor.taskdir import content_hash
 from litecoder.io import StageError, tail, write_json
@@ -52,7 +52,7 @@ def find_tasks(root: Path) -> list[Path]:
     return sorted(d for d in found if not any(a in found for a in d.parents))
 
 
-def cache_dir(cfg: Eval | TaskSet, root: Path) -> Path:
+def cache_dir(cfg: TaskSource, root: Path) -> Path:
     if cfg.source == "registry":
         assert cfg.dataset is not None
         key = cfg.dataset
@@ -62,19 +62,14 @@ def cache_dir(cfg: Eval | TaskSet, root: Path) -> Path:
     return root / ".litecoder" / "datasets" / key.replace("/", "__")
 
 
-def _cached(cfg: Eval | TaskSet, root: Path) -> bool:
+def _cached(cfg: TaskSource, root: Path) -> bool:
     return (cache_dir(cfg, root) / "tasks").is_dir() and bool(
         find_tasks(cache_dir(cfg, root) / "tasks")
     )
 
 
-def preflight(cfg: Eval | TaskSet, root: Path) -> None:
+def preflight(cfg: TaskSource, root: Path) -> None:
     """Stop at once, before any model is loaded, when the tasks cannot be had."""
-    how = (
-        "give a local copy instead: eval.source=path eval.path=DIR (task dirs)"
-        if isinstance(cfg, Eval)
-        else "give a local copy instead: source: path, path: DIR"
-    )
     if cfg.source == "path":
         assert cfg.path is not None
         p = Path(cfg.path) if Path(cfg.path).is_absolute() else root / cfg.path
@@ -91,11 +86,13 @@ def preflight(cfg: Eval | TaskSet, root: Path) -> None:
         host = urllib.parse.urlsplit(tb.registry_url).hostname or ""
     why = reachable(host)
     if why:
-        name = cfg.benchmark if isinstance(cfg, Eval) else f"task set {cfg.name}"
-        raise StageError(f"{name} needs the internet to fetch {what} ({why}); {how}")
+        raise StageError(
+            f"{cfg.what} needs the internet to fetch {what} ({why}); "
+            f"give a local copy instead: {cfg.path_override}"
+        )
 
 
-def tasks(cfg: Eval | TaskSet, root: Path, log_dir: Path) -> list[Path]:
+def tasks(cfg: TaskSource, root: Path, log_dir: Path) -> list[Path]:
     """The benchmark's task dirs in Harbor's layout, fetched or migrated once."""
     if cfg.source == "path":
         assert cfg.path is not None
@@ -132,7 +129,7 @@ def _run(cmd: list[str], log_path: Path, what: str, timeout: float) -> None:
         raise StageError(f"{what} failed: {tail(r.stdout + r.stderr, 3)} (log: {log_path})")
 
 
-def _download(cfg: Eval | TaskSet, dest: Path, log_dir: Path) -> None:
+def _download(cfg: TaskSource, dest: Path, log_dir: Path) -> None:
     assert cfg.dataset is not None
     tmp = dest / "download"
     cmd = [runner.harbor_bin(), "download", cfg.dataset, "-o", str(tmp), "--export"]
@@ -172,7 +169,7 @@ def _migrate(task_dirs: list[Path], dest: Path, log_dir: Path) -> None:
     shutil.rmtree(out, ignore_errors=True)
 
 
-def _registry_entry(cfg: Eval | TaskSet) -> dict[str, Any]:
+def _registry_entry(cfg: TaskSource) -> dict[str, Any]:
     tb = cfg.terminal_bench
     try:
         with urllib.request.urlopen(tb.registry_url, timeout=60) as r:
@@ -192,7 +189,7 @@ def _registry_entry(cfg: Eval | TaskSet) -> dict[str, Any]:
     raise StageError(f"{tb.name} {tb.version} is not in {tb.registry_url}")
 
 
-def _terminal_bench(cfg: Eval | TaskSet, dest: Path, log_dir: Path) -> None:
+def _terminal_bench(cfg: TaskSource, dest: Path, log_dir: Path) -> None:
     """The pinned commit of the original repository, its scored task ids, migrated."""
     entry = _registry_entry(cfg)
     repo = dest / "src"
