@@ -36,13 +36,13 @@ class StageContext:
     usage: UsageBook
 
     def read[M: BaseModel](self, name: str, model: type[M], sub: str | None = None) -> list[M]:
-        """The records of a DATA location (or a file `sub` inside it), typed."""
-        path = getattr(self.paths, name) / sub if sub else getattr(self.paths, name)
+        """The records of a DATA location (or its file of role `sub`), typed."""
+        path = self.paths.file(name, sub) if sub else getattr(self.paths, name)
         return read_records(path, model, producer=producer(name))
 
     def read_one[M: BaseModel](self, name: str, model: type[M], sub: str | None = None) -> M:
-        """One JSON document of a DATA location, typed."""
-        path = getattr(self.paths, name) / sub if sub else getattr(self.paths, name)
+        """One JSON document of a DATA location (or its file of role `sub`), typed."""
+        path = self.paths.file(name, sub) if sub else getattr(self.paths, name)
         return read_model(path, model, producer=producer(name))
 
     def client(self, role: str, *, cached: bool = True, share_identical: bool = True) -> LLMClient:

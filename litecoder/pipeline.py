@@ -6,8 +6,8 @@ W&B lineage all derive from these specs; nothing else names a path of the run di
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,9 @@ class Data:
     path: str  # may name a config value: ${eval.benchmark}
     artifact: str | None = None  # W&B artifact name (lineage); None: not logged
     kind: str = "dataset"  # W&B artifact type
+    # The files inside a directory location that other code reads, by role: one name each,
+    # for writer and readers alike (`Paths.file`).
+    files: Mapping[str, str] = field(default_factory=dict)
 
 
 DATA: dict[str, Data] = {
@@ -30,13 +33,25 @@ DATA: dict[str, Data] = {
     "judged": Data("data/tasks/judged.jsonl", "judged-tasks"),
     "accepted": Data("data/tasks/accepted.jsonl", "accepted-tasks"),
     "duplicates": Data("data/tasks/duplicates.jsonl"),
-    "envs": Data("data/envs", "environments"),
-    "calibration": Data("data/calibration", "calibration"),
+    "envs": Data(
+        "data/envs",
+        "environments",
+        files={"splits": "splits.json", "outcomes": "outcomes.jsonl", "failed": "failed.jsonl"},
+    ),
+    "calibration": Data("data/calibration", "calibration", files={"pass_rates": "pass_rates.json"}),
     "export": Data("data/export", "harbor-dataset"),
     "rollouts": Data("data/rollouts", "rollouts"),
-    "trajectories": Data("data/trajectories", "trajectories"),
-    "sft": Data("data/sft", "sft-dataset"),
-    "models": Data("models", "checkpoint", "model"),
+    "trajectories": Data(
+        "data/trajectories",
+        "trajectories",
+        files={"kept": "kept.jsonl", "rejected": "rejected.jsonl"},
+    ),
+    "sft": Data(
+        "data/sft",
+        "sft-dataset",
+        files={"train": "train.jsonl", "world_model": "world_model.jsonl", "card": "README.md"},
+    ),
+    "models": Data("models", "checkpoint", "model", files={"info": "model.json"}),
     "train_loss": Data("plots/train_loss.csv"),
     "results": Data("results/${eval.benchmark}", "eval-results", "results"),
     "scores": Data("results/${eval.benchmark}.json"),
@@ -215,6 +230,14 @@ class Paths:
         if name in DATA:
             return self.workdir / resolve(DATA[name].path, self.cfg)
         raise AttributeError(name)
+
+    def file(self, name: str, role: str) -> Path:
+        """A file inside a directory location, by its role (`Data.files`)."""
+        files = DATA[name].files
+        if role not in files:
+            raise KeyError(f"{name} declares no file {role!r} (has: {sorted(files)})")
+        where: Path = getattr(self, name)
+        return where / files[role]
 
     def metrics(self, stage: str) -> Path:
         return self.workdir / STAGES[stage].metrics_file

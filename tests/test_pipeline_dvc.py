@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from litecoder.io import read_jsonl
@@ -261,3 +262,25 @@ def test_every_command_the_readme_names_has_help() -> None:
         assert r.returncode == 0 and "usage:" in r.stdout.lower(), cmd
     r = run(["litecoder", "no-such-command"], REPO, check=False)
     assert r.returncode == 2 and "unknown command" in r.stderr
+
+
+def test_files_inside_a_location_are_named_once_by_role(tmp_path: Path) -> None:
+    """Writer and readers of a file inside a directory output share one declared name."""
+    from litecoder.pipeline import DATA, Paths
+
+    paths = Paths(tmp_path)
+    assert paths.file("sft", "train") == tmp_path / "data/sft/train.jsonl"
+    assert paths.file("envs", "splits") == tmp_path / "data/envs/splits.json"
+    with pytest.raises(KeyError, match="declares no file 'nope'"):
+        paths.file("sft", "nope")
+    # Every declared file lives inside its location, never beside or above it.
+    for name, d in DATA.items():
+        for f in d.files.values():
+            assert "/" not in f and f not in (".", ".."), (name, f)
+    # No stage spells a declared file name itself (the literal would drift from the spec).
+    src = Path(__file__).resolve().parents[1] / "litecoder" / "stages"
+    names = {f for d in DATA.values() for f in d.files.values() if f != "README.md"}
+    for py in src.glob("*.py"):
+        text = py.read_text()
+        for f in names:
+            assert f'"{f}"' not in text, f"{py.name} spells {f!r}: use Paths.file"

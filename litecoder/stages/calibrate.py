@@ -142,7 +142,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     c = cfg.calibrate
     track = StageRun("calibrate", cfg, ctx.paths.workdir)
-    splits = ctx.read_one("envs", Splits, "splits.json")
+    splits = ctx.read_one("envs", Splits, "splits")
     ids = splits.train + (splits.heldout if c.split == "all" else [])
     teacher = cfg.teacher(c.role)
     solver = c.model or teacher.model
@@ -198,7 +198,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         rates = pass_rates(runner.trial_results(job_dir), ids, infra)
         track.metrics["llm"] = gateway.summary()
     exported = export(cfg, ctx.paths.envs, rates, ctx.paths.export, solver)
-    write_json(out / "pass_rates.json", {"solver": solver, "k": c.k, "tasks": rates})
+    write_json(
+        ctx.paths.file("calibration", "pass_rates"), {"solver": solver, "k": c.k, "tasks": rates}
+    )
     known = [r["pass_rate"] for r in rates.values() if r["pass_rate"] is not None]
     bins = Counter(bin_of(p) for p in known)
     track.metrics.update(

@@ -82,12 +82,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 work / fingerprint(cfg, task) / "env", envs / out.task_id, symlinks=True
             )
     records = [o.record() for o in outcomes]
-    write_jsonl(envs / "outcomes.jsonl", records)
+    write_jsonl(ctx.paths.file("envs", "outcomes"), records)
     failed = [r for r in records if r["status"] != "ok"]
-    write_jsonl(envs / "failed.jsonl", failed)
+    write_jsonl(ctx.paths.file("envs", "failed"), failed)
     ok_ids = [o.task_id for o in outcomes if o.status == "ok"]
     splits = split(ok_ids, cfg.envprep.heldout_fraction)
-    write_json(envs / "splits.json", splits.model_dump())
+    write_json(ctx.paths.file("envs", "splits"), splits.model_dump())
     remove_labelled(docker, run=run_id)
 
     pass_rates = {}

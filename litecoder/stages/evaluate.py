@@ -80,7 +80,7 @@ class Target:
 def targets(ctx: StageContext) -> list[Target]:
     m, cfg = ctx.cfg.eval.model, ctx.cfg.eval
     if m.source == "checkpoint":
-        info = ctx.read_one("models", ModelInfo, "model.json")
+        info = ctx.read_one("models", ModelInfo, "info")
         out = [Target(m.label or "tuned", _local(ctx, info.checkpoint))]
         if cfg.baseline:
             out.append(Target("baseline", _local(ctx, info.base_model)))
@@ -326,7 +326,7 @@ def _bootstrap(xs: list[float], n: int, seed: int) -> list[float] | None:
 def task_dirs(ctx: StageContext) -> list[Path]:
     cfg = ctx.cfg
     if cfg.eval.source == "local":
-        splits = ctx.read_one("envs", Splits, "splits.json")
+        splits = ctx.read_one("envs", Splits, "splits")
         tasks = [(ctx.paths.envs / t).resolve() for t in splits.heldout]
         if not tasks:
             raise StageError("the held-out split is empty: raise envprep.heldout_fraction")

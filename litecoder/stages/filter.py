@@ -72,9 +72,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             rejected.append(RejectedTrajectory(**rec.model_dump(), failure=kind, reasons=reasons))
         else:
             kept.append(rec)
-    out = ctx.paths.trajectories
-    write_records(out / "kept.jsonl", kept)
-    write_records(out / "rejected.jsonl", rejected)
+    write_records(ctx.paths.file("trajectories", "kept"), kept)
+    write_records(ctx.paths.file("trajectories", "rejected"), rejected)
 
     per_domain: dict[str, dict[str, int]] = {}
     for r in [*kept, *rejected]:

@@ -237,7 +237,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     sft = _load(ctx.paths.metrics("sft"))
     train = _load(ctx.paths.metrics("train"))
     results = _load(ctx.paths.scores)
-    rows = [r.model_dump() for r in ctx.read("sft", SftRow, "train.jsonl")]
+    rows = [r.model_dump() for r in ctx.read("sft", SftRow, "train")]
     loss: list[tuple[int, float]] = []
     if ctx.paths.train_loss.exists():
         with ctx.paths.train_loss.open() as f:

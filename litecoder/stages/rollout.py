@@ -163,7 +163,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # agents; one Harbor job per (source, agent). Task metadata (the domain) per job.
     sources: list[tuple[str | None, list[Path], dict[str, dict[str, Any]]]] = []
     if cfg.rollout.use_envs:
-        splits = ctx.read_one("envs", Splits, "splits.json")
+        splits = ctx.read_one("envs", Splits, "splits")
         ids = splits.train + (splits.heldout if cfg.rollout.split == "all" else [])
         dirs = [(envs / t).resolve() for t in ids]
         sources.append((None, dirs, {d.name: litecoder_meta(d) for d in dirs}))

@@ -200,7 +200,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """data/sft/ (train.jsonl, hf/, world_model.jsonl, README.md) from kept trajectories."""
     cfg = ctx.cfg
     track = StageRun("sft", cfg, ctx.paths.workdir)
-    kept = ctx.read("trajectories", TrajectoryRecord, "kept.jsonl")
+    kept = ctx.read("trajectories", TrajectoryRecord, "kept")
     out = ctx.paths.sft
     trajs = [(rec, Trajectory.from_dict(rec.trajectory)) for rec in kept if rec.trajectory]
 
@@ -299,11 +299,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
                     trained_tokens=template_check.trained_tokens(tok, piece),
                 )
             )
-    write_records(out / "train.jsonl", rows)
+    write_records(ctx.paths.file("sft", "train"), rows)
     _save_hf([r.model_dump(mode="json") for r in rows], out / "hf")
     wm = [r for _, t in trajs for r in world_model_records(t)] if cfg.sft.world_model else []
     if cfg.sft.world_model:
-        write_jsonl(out / "world_model.jsonl", wm)
+        write_jsonl(ctx.paths.file("sft", "world_model"), wm)
 
     by_domain = Counter(r.domain for r in rows)
     turns = [r.turns for r in rows]
@@ -333,7 +333,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "dropped_empty_assistant_turn": dict(empty),
         }
     )
-    write_text(out / "README.md", dataset_card(cfg, track.metrics))
+    write_text(ctx.paths.file("sft", "card"), dataset_card(cfg, track.metrics))
     track.table = [
         {
             "trial": r.trial,

@@ -376,7 +376,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     track = StageRun("train", cfg, ctx.paths.workdir)
     python = train_python(cfg, ctx.root)
     attention = resolve_needs(cfg, python)  # before anything is loaded or deleted
-    dataset = ctx.paths.sft / "train.jsonl"
+    dataset = ctx.paths.file("sft", "train")
     if not dataset.exists() or not dataset.read_text().strip():
         raise TrainError(f"{dataset} is missing or empty: nothing to train on")
     out = ctx.paths.models / cfg.experiment.name
@@ -440,7 +440,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         base_model=base_rel,
         recipe=cfg.train.name,
     )
-    write_json(ctx.paths.models / "model.json", info.model_dump())
+    write_json(ctx.paths.file("models", "info"), info.model_dump())
     losses = [h["loss"] for h in hist]
     track.metrics.update(
         {
