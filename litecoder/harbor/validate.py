@@ -174,7 +174,6 @@ def expensive(
     each image built by litecoder's builder (and its privileged entries reported), the
     verifier on the untouched start state, and one Harbor job of the oracle agent over all
     of them, through litecoder's trial environment."""
-    import json
 
     from litecoder.harbor import runner, verifier
     from litecoder.sandbox import (
@@ -248,23 +247,25 @@ def expensive(
                                    for c in s.failed()])  # fmt: skip
     if not (oracle and staged):
         return
-    jobs = work / "jobs"
-    conf = runner.job_config(
-        job_name="oracle",
-        jobs_dir=jobs,
+    # The job runner every stage uses: staged again (the images are built by now), resumed
+    # when `--work` holds a finished job, every container reaped at the end.
+    job_dir, _, _ = runner.run_job(
+        name="oracle",
+        jobs_dir=work / "jobs",
+        work=work,
+        tasks=[r.path for r, _ in staged.values()],
         agents=[{"name": "oracle"}],
-        tasks=[out for _, out in staged.values()],
+        n_attempts=1,
         n_concurrent=4,
-    )
-    (work / "oracle.json").write_text(json.dumps(conf))
-    runner.run_harbor(
-        [runner.harbor_bin(), "run", "-c", str(work / "oracle.json"), "-y"],
         env=runner.harbor_env(),
-        job_dir=jobs / "oracle",
-        log_path=work / "oracle.log",
-        timeout_s=3600,
+        policy=policy,
+        environment=runner.environment_config(),
+        build_timeout_s=1800,
+        harbor_timeout_s=3600,
+        partial_ok=True,  # a task without a result is reported below, by name
+        client=client,
     )
-    results = {res.task_name: res for res in runner.trial_results(jobs / "oracle")}
+    results = {res.task_name: res for res in runner.trial_results(job_dir)}
     for name, (r, _) in staged.items():
         res = results.get(name)
         got = runner.reward(res) if res is not None else None
