@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from litecoder.io import write_text
+from litecoder.metrics import EvaluateMetrics, JudgeMetrics, SampleMetrics, TrainMetrics, load
 from litecoder.pipeline import Paths
 
 COLUMNS: list[str] = [
@@ -39,13 +40,13 @@ def summarize(workdir: Path) -> dict[str, Any]:
     fun = _load(paths.funnel_metrics).get("total", {})
     if not fun:  # a run stopped before sft (`--until`): what its first stages counted
         fun = {
-            "sampled": _load(paths.metrics("sample")).get("sampled"),
-            "accepted": _load(paths.metrics("judge")).get("accepted"),
+            "sampled": load(paths.metrics("sample"), SampleMetrics).sampled,
+            "accepted": load(paths.metrics("judge"), JudgeMetrics).accepted,
         }
-    train = _load(paths.metrics("train"))
-    ev = _load(paths.metrics("evaluate"))
+    train = load(paths.metrics("train"), TrainMetrics)
+    ev = load(paths.metrics("evaluate"), EvaluateMetrics)
     overrides = workdir / ".hydra/overrides.yaml"
-    k = ev.get("k", 1)
+    k = ev.k
     return {
         "member": workdir.name,
         "overrides": " ".join(yaml.safe_load(overrides.read_text()) or [])
@@ -54,10 +55,10 @@ def summarize(workdir: Path) -> dict[str, Any]:
         **{
             c: fun.get(c) for c in ("sampled", "accepted", "environments", "trials", "kept", "rows")
         },
-        "final_loss": train.get("final_loss"),
-        "pass@1": ev.get("tuned/pass@1"),
-        "pass@k": ev.get(f"tuned/pass@{k}"),
-        "baseline pass@1": ev.get("baseline/pass@1"),
+        "final_loss": train.final_loss,
+        "pass@1": ev.score("tuned", "pass@1"),
+        "pass@k": ev.score("tuned", f"pass@{k}"),
+        "baseline pass@1": ev.score("baseline", "pass@1"),
     }
 
 

@@ -28,6 +28,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from litecoder import metrics as stage_metrics
 from litecoder.config import Config
 from litecoder.io import write_json
 
@@ -109,6 +110,8 @@ class StageRun:
         self.metrics["duration_s"] = round(time.monotonic() - self.started, 3)
         self.metrics["stage"] = self.stage
         self.metrics["experiment"] = self.cfg.experiment.name
+        # The declared shape (litecoder.metrics), checked where the numbers are written.
+        stage_metrics.check(self.stage, self.metrics)
         write_json(self.metrics_path, self.metrics)
         log_wandb(
             self.cfg,

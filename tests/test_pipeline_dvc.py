@@ -284,3 +284,30 @@ def test_files_inside_a_location_are_named_once_by_role(tmp_path: Path) -> None:
         text = py.read_text()
         for f in names:
             assert f'"{f}"' not in text, f"{py.name} spells {f!r}: use Paths.file"
+
+
+def test_stage_metrics_are_typed_and_checked_where_they_are_written(tmp_path: Path) -> None:
+    """A stage whose numbers change shape fails when it writes them (naming the field), not
+    later in the report; readers get typed metrics, and a stage that never ran reads empty."""
+    from pydantic import ValidationError
+
+    from litecoder.metrics import EvaluateMetrics, SftMetrics, load
+    from litecoder.pipeline import Paths
+    from litecoder.tracking import StageRun
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg()
+    bad = StageRun("sft", cfg, tmp_path, metrics={"rows": 3, "per_domain": {"ai_ml": "three"}})
+    with pytest.raises(ValidationError, match=r"per_domain\.ai_ml"):
+        bad.finish()
+    assert not Paths(tmp_path).metrics("sft").exists()
+    good = StageRun("sft", cfg, tmp_path, metrics={"rows": 3, "per_domain": {"ai_ml": 3}})
+    good.metrics["tokens"] = {"mean": 12.5, "max": 20}
+    good.finish()
+    sft = load(Paths(tmp_path).metrics("sft"), SftMetrics)
+    assert (sft.rows, sft.per_domain, sft.tokens.mean) == (3, {"ai_ml": 3}, 12.5)
+    assert sft.stage == "sft" and sft.experiment == cfg.experiment.name
+    ev = load(Paths(tmp_path).metrics("evaluate"), EvaluateMetrics)  # never ran
+    assert ev.k == 1 and ev.score("tuned", "pass@1") is None
+    ev = EvaluateMetrics.model_validate({"k": 2, "tuned/pass@1": 0.5, "tuned/pass@2": 0.75})
+    assert (ev.score("tuned", "pass@1"), ev.score("tuned", "pass@2")) == (0.5, 0.75)

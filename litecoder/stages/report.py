@@ -14,6 +14,24 @@ from typing import Any
 from litecoder.config import Config
 from litecoder.context import StageContext
 from litecoder.io import write_json, write_text
+from litecoder.metrics import (
+    MODELS,
+    CalibrateMetrics,
+    Calling,
+    Counted,
+    DedupMetrics,
+    EnvprepMetrics,
+    EvaluateMetrics,
+    JudgeMetrics,
+    LLMMetrics,
+    RolloutMetrics,
+    SampleMetrics,
+    SftMetrics,
+    StageMetrics,
+    TrainMetrics,
+    UsageRow,
+    load,
+)
 from litecoder.pipeline import Paths
 from litecoder.records import SftRow
 from litecoder.tracking import StageRun
@@ -34,9 +52,10 @@ def funnel(paths: Paths) -> dict[str, Any]:
     """sampled -> accepted -> unique -> environments -> trials -> kept -> rows, per domain."""
     columns: dict[str, dict[str, int]] = {}
     for col, (stage, key) in FUNNEL_SOURCES.items():
-        per_domain = _load(paths.metrics(stage)).get("per_domain", {})
-        columns[col] = {d: v[key] for d, v in per_domain.items()}
-    columns["rows"] = _load(paths.metrics("sft")).get("per_domain", {})
+        counted = _metrics(paths, stage, MODELS[stage])
+        assert isinstance(counted, Counted), stage
+        columns[col] = {d: v.get(key, 0) for d, v in counted.per_domain.items()}
+    columns["rows"] = _metrics(paths, "sft", SftMetrics).per_domain
     domains = sorted({dom for col in columns.values() for dom in col})
     return {
         "total": {c: sum(v.values()) for c, v in columns.items()},
@@ -59,29 +78,36 @@ def usage_rows(paths: Paths) -> list[list[Any]]:
     rows: list[list[Any]] = []
     keys = ("requests", "cache_hits", "retries", "prompt_tokens", "completion_tokens")
 
-    def row(name: str, u: dict[str, Any]) -> list[Any]:
+    def row(name: str, u: dict[str, float]) -> list[Any]:
         return [name, *(u.get(k, 0) for k in keys), f"{u.get('cost_usd', 0):.4f}"]
 
-    def gateway(name: str, llm: dict[str, Any]) -> None:
-        for agent, u in (llm.get("per_agent") or {}).items():
-            rows.append(row(f"{name}: {agent}", u))
-        trials = list((llm.get("per_trial") or {}).values())
+    def usage(u: UsageRow | None) -> dict[str, float]:
+        return {k: getattr(u, k) for k in (*keys, "cost_usd")} if u is not None else {}
+
+    def gateway(name: str, llm: LLMMetrics) -> None:
+        for agent, u in llm.per_agent.items():
+            rows.append(row(f"{name}: {agent}", usage(u)))
+        trials = [usage(t) for t in llm.per_trial.values()]
         if trials:
             n = len(trials)
-            mean = {k: round(sum(t.get(k, 0) for t in trials) / n, 1) for k in keys}
-            mean["cost_usd"] = sum(t.get("cost_usd", 0) for t in trials) / n
-            top = {k: max(t.get(k, 0) for t in trials) for k in (*keys, "cost_usd")}
+            mean = {k: round(sum(t[k] for t in trials) / n, 1) for k in keys}
+            mean["cost_usd"] = sum(t["cost_usd"] for t in trials) / n
+            top = {k: max(t[k] for t in trials) for k in (*keys, "cost_usd")}
             rows.append(row(f"{name}: per trial, mean of {n}", mean))
             rows.append(row(f"{name}: per trial, max", top))
 
-    for stage in ("sample", "judge", "envprep", "calibrate", "rollout"):
-        llm = _load(paths.metrics(stage)).get("llm") or {}
-        if llm.get("total"):
-            rows.append(row(stage, llm["total"]))
-        if "per_agent" in llm:
+    calling: dict[str, type[Calling]] = {
+        "sample": SampleMetrics, "judge": JudgeMetrics, "envprep": EnvprepMetrics,
+        "calibrate": CalibrateMetrics, "rollout": RolloutMetrics,
+    }  # fmt: skip
+    for stage, model in calling.items():
+        llm = _metrics(paths, stage, model).llm
+        if llm.total is not None:
+            rows.append(row(stage, usage(llm.total)))
+        if llm.per_agent:
             gateway(stage, llm)
-    for key, llm in (_load(paths.metrics("evaluate")).get("llm") or {}).items():
-        rows.append(row(f"evaluate: {key}", llm.get("total") or {}))
+    for key, llm in _metrics(paths, "evaluate", EvaluateMetrics).llm.items():
+        rows.append(row(f"evaluate: {key}", usage(llm.total)))
         gateway(f"evaluate: {key}", llm)
     return rows
 
@@ -89,11 +115,11 @@ def usage_rows(paths: Paths) -> list[list[Any]]:
 def decontam_rows(paths: Paths, benchmarks: list[str]) -> list[list[Any]]:
     """What was dropped for repeating a benchmark task, per benchmark: sampled tasks (dedup),
     refined instructions (envprep), external tasks (rollout) and external SFT rows (sft)."""
-    counts = [
-        _load(paths.metrics("dedup")).get("contaminated_per_benchmark", {}),
-        _load(paths.metrics("envprep")).get("contaminated_per_benchmark", {}),
-        _load(paths.metrics("rollout")).get("external_decontam", {}),
-        _load(paths.metrics("sft")).get("external_decontam", {}),
+    counts: list[dict[str, int]] = [
+        _metrics(paths, "dedup", DedupMetrics).contaminated_per_benchmark,
+        _metrics(paths, "envprep", EnvprepMetrics).contaminated_per_benchmark,
+        _metrics(paths, "rollout", RolloutMetrics).external_decontam,
+        _metrics(paths, "sft", SftMetrics).external_decontam,
     ]
     names = sorted(set(benchmarks).union(*counts))
     return [[b, *(c.get(b, 0) for c in counts)] for b in names]
@@ -123,6 +149,11 @@ def published_rows(cfg: Config, results: dict[str, Any]) -> tuple[list[str], lis
 
 def _load(p: Path) -> dict[str, Any]:
     return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _metrics[M: StageMetrics](paths: Paths, stage: str, model: type[M]) -> M:
+    """A stage's metrics, typed (litecoder.metrics)."""
+    return load(paths.metrics(stage), model)
 
 
 def plots(
@@ -234,8 +265,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     track = StageRun("report", cfg, w)
     fun = funnel(ctx.paths)
     write_json(ctx.paths.funnel_metrics, fun)
-    sft = _load(ctx.paths.metrics("sft"))
-    train = _load(ctx.paths.metrics("train"))
+    sft = _metrics(ctx.paths, "sft", SftMetrics)
+    train = _metrics(ctx.paths, "train", TrainMetrics)
     results = _load(ctx.paths.scores)
     rows = [r.model_dump() for r in ctx.read("sft", SftRow, "train")]
     loss: list[tuple[int, float]] = []
@@ -273,7 +304,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ]
     funnel_rows.append(["total"] + [fun.get("total", {}).get(c, 0) for c in FUNNEL])
     train_rows = [
-        [k2, train.get(k2)]
+        [k2, getattr(train, k2)]
         for k2 in (
             "recipe",
             "base_model",
@@ -295,15 +326,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ("Training", ["", "value"], train_rows),
         ("LLM usage (teacher calls made by this run)", USAGE_HEADER, usage_rows(ctx.paths)),
     ]
-    cal = _load(ctx.paths.metrics("calibrate"))
-    if cal.get("calibrated"):
+    cal = _metrics(ctx.paths, "calibrate", CalibrateMetrics)
+    if cal.calibrated:
         sections.append(
             (
-                f"Difficulty (pass rate of {cal.get('solver')}, k={cal.get('k')}; RL-useful: "
+                f"Difficulty (pass rate of {cal.solver}, k={cal.k}; RL-useful: "
                 f"inside {list(cfg.calibrate.band)})",
                 ["pass rate", "environments"],
-                [[b, n] for b, n in (cal.get("pass_rate_bins") or {}).items()]
-                + [["in the band", cal.get("in_band", 0)], ["exported", cal.get("exported", 0)]],
+                [[b, n] for b, n in cal.pass_rate_bins.items()]
+                + [["in the band", cal.in_band], ["exported", cal.exported]],
             )
         )
     if decontam := decontam_rows(ctx.paths, list(cfg.dedup.decontam.benchmarks)):
@@ -334,8 +365,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     md += ["## Plots", ""] + [f"![{t}]({cfg.experiment.name}/{f})" for t, f in files.items()]
     md += [
         "",
-        f"Dataset: {sft.get('rows', 0)} rows, "
-        f"mean {sft.get('tokens', {}).get('mean', '-')} tokens per row.",
+        f"Dataset: {sft.rows} rows, "
+        f"mean {'-' if sft.tokens.mean is None else sft.tokens.mean} tokens per row.",
     ]
     write_text(reports / f"{cfg.experiment.name}.md", "\n".join(md) + "\n")
     body_html = "".join(f"<h2>{html.escape(n)}</h2>{_html_table(h, b)}" for n, h, b in sections)
