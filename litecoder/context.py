@@ -21,6 +21,7 @@ from litecoder.io import StageError, read_model, read_records
 from litecoder.llm import EndpointError, Limit, LLMClient, ResponseCache, UsageBook, open_cache
 from litecoder.llm.shared import Ledger
 from litecoder.pipeline import STAGES, Paths, producer
+from litecoder.sandbox.cgroups import set_reader_image
 from litecoder.sandbox.engine import set_project
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ def stage_context(
     cfg: Config, root: Path, workdir: Path, stage: str = "stage"
 ) -> Iterator[StageContext]:
     set_project(root)  # the label on everything this stage makes in Docker
+    set_reader_image(cfg.envprep.base_image.name)  # reads cgroup counters of another engine
     cache = open_cache(cache_dir(cfg, root))
     paths = Paths(workdir, cfg)
     usage = usage_book(cfg, paths.ledger, stage)

@@ -55,12 +55,11 @@ from litecoder.sandbox import (
     pull_image,
     sanitize_tree,
 )
+from litecoder.sandbox.cgroups import reader_for
 from litecoder.sandbox.engine import (
     QUOTA_HELP,
     SandboxError,
-    cgroup_file,
     disk_quota_problem,
-    read_counter,
     remove_containers,
     storage_size,
 )
@@ -423,8 +422,9 @@ def trial_report(trial_dir: Path) -> dict[str, Any]:
 
 @dataclass
 class Watch:
-    """Cgroup counters of a job's trial containers, read from the host while they run: how
-    often the process limit stopped a fork, and OOM kills. (The disk quota is enforced by the
+    """Cgroup counters of a job's trial containers, read while they run (where their engine
+    runs them: litecoder.sandbox.cgroups): how often the process limit stopped a fork, and OOM
+    kills. (The disk quota is enforced by the
     kernel; the engine's size report of a container is not reliable enough to record.)"""
 
     run: str
@@ -444,10 +444,9 @@ class Watch:
             project = (r.get("Labels") or {}).get("litecoder.trial", r["Id"][:12])
             d = self.seen.setdefault(project, {"pids_limit_hits": 0, "oom_kills": 0})
             cid = r["Id"]
-            hits = read_counter(cgroup_file(cid, "pids", "pids.events"), "max")
-            ooms = read_counter(cgroup_file(cid, "memory", "memory.oom_control"), "oom_kill")
-            if ooms is None:
-                ooms = read_counter(cgroup_file(cid, "memory", "memory.events"), "oom_kill")
+            counters = reader_for(self.client)  # this host's cgroup tree, else the engine's
+            hits = counters.pids_limit_hits(cid)
+            ooms = counters.oom_kills(cid)
             d["pids_limit_hits"] = max(d["pids_limit_hits"], hits or 0)
             d["oom_kills"] = max(d["oom_kills"], ooms or 0)
 

@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from litecoder.sandbox.cgroups import reader_for
 from litecoder.sandbox.engine import (
     CAPS,
     REGISTRY,
     SandboxError,
-    cgroup_file,
     docker_client,
     one_line,
-    read_counter,
     require_disk_quota,
     storage_size,
 )
@@ -275,29 +274,13 @@ class Sandbox:
         self.restarts += 1
         self._baseline = self._pids()
 
-    def _counter(self, controller: str, name: str, key: str) -> int | None:
-        """A cgroup counter of this container: from the host, else from inside."""
-        value = read_counter(cgroup_file(self.container.id, controller, name), key)
-        if value is not None:
-            return value
-        with contextlib.suppress(Exception):
-            inside = [f"/sys/fs/cgroup/{controller}/{name}", f"/sys/fs/cgroup/{name}"]
-            out = self.container.exec_run(["cat", *inside]).output.decode(errors="replace")
-            for line in out.splitlines():
-                k, _, v = line.partition(" ")
-                if k == key:
-                    return int(v)
-        return None
-
     def _oom_kills(self) -> int:
-        for name, key in (("memory.oom_control", "oom_kill"), ("memory.events", "oom_kill")):
-            v = self._counter("memory", name, key)
-            if v is not None:
-                return v
-        return 0
+        """OOM kills in this container so far, read where its engine runs it."""
+        return reader_for(self.client).oom_kills(self.container.id) or 0
 
     def _pids_max_events(self) -> int:
-        return self._counter("pids", "pids.events", "max") or 0
+        """How often the process limit stopped a fork in this container so far."""
+        return reader_for(self.client).pids_limit_hits(self.container.id) or 0
 
     # -- commands --
 

@@ -351,32 +351,3 @@ def remove_orphans(client: Any) -> int:
                 c.remove(force=True)
                 n += 1
     return n
-
-
-# --- cgroup counters, read from the host when litecoder runs beside the engine ---------------
-
-
-def cgroup_file(container_id: str, controller: str, name: str) -> Path | None:
-    """The host path of a container's cgroup file (v1 or v2, cgroupfs or systemd driver)."""
-    root = Path("/sys/fs/cgroup")
-    for p in (
-        root / controller / "docker" / container_id / name,
-        root / controller / "system.slice" / f"docker-{container_id}.scope" / name,
-        root / "docker" / container_id / name,
-        root / "system.slice" / f"docker-{container_id}.scope" / name,
-    ):
-        if p.is_file():
-            return p
-    return None
-
-
-def read_counter(path: Path | None, key: str) -> int | None:
-    """`key N` from a cgroup key/value file (pids.events, memory.events, memory.oom_control)."""
-    if path is None:
-        return None
-    with contextlib.suppress(OSError, ValueError):
-        for line in path.read_text().splitlines():
-            k, _, v = line.partition(" ")
-            if k == key:
-                return int(v)
-    return None
