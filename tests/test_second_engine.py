@@ -1,6 +1,6 @@
 """A second Docker engine for real: a second dockerd on its own socket, with its own data and exec
-roots and its own cgroup parent (so none of its containers is where this host's cgroup lookup
-looks), and no default bridge. envprep and a rollout are pointed at it with DOCKER_HOST alone:
+roots its own cgroup parent (so none of its containers is where this host's cgroup lookup looks),
+bridge and btrfs file system. envprep and a rollout are pointed at it with DOCKER_HOST alone:
 everything is built and run there and nothing on the first engine; the containers get the same
 hardening; the limits a trial hits are recorded, read through that engine."""
 
@@ -22,7 +22,7 @@ import pytest
 from litecoder.io import read_jsonl
 from litecoder.sandbox.cgroups import cgroup_file
 from litecoder.standin import library as S
-from tests.conftest import point_offline_teacher, run
+from tests.conftest import REPO, point_offline_teacher, run
 from tests.loopback_api import ScriptedAPI
 from tests.test_envprep import FAST, _project_with_tasks
 
@@ -39,31 +39,51 @@ def _docker(host: str, *args: str, timeout: float = 300) -> subprocess.Completed
     )
 
 
-@pytest.fixture(scope="module")
+def _sh(*cmd: str) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"{cmd}: {r.stderr[-2000:]}"
+
+
+@pytest.fixture
 def second_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """DOCKER_HOST of a second dockerd, started here and stopped (its data removed) after."""
+    """DOCKER_HOST of a second dockerd, started here and stopped (its data removed) after.
+
+    It shares nothing the first engine holds: Docker's btrfs driver turns quotas off for the
+    whole file system when it stops, and `--bridge none` deletes `docker0`, so the second
+    engine gets a btrfs file system of its own (in a sparse file, simple quotas on, as
+    scripts/setup.sh makes the first one) and a bridge of its own."""
     if os.geteuid() != 0 or not shutil.which("dockerd"):
         pytest.fail("a second engine needs root and dockerd (scripts/setup.sh installs it)")
-    first_root = Path(
-        subprocess.run(
-            ["docker", "info", "-f", "{{.DockerRootDir}}"], capture_output=True, text=True
-        ).stdout.strip()
-    )
-    # On the first engine's btrfs (scripts/setup.sh), disk quotas hold on the second too.
-    fs = subprocess.run(
-        ["stat", "-f", "-c", "%T", str(first_root.parent)], capture_output=True, text=True
-    ).stdout.strip()
-    quota = fs == "btrfs"
     tag = f"lc2-{os.getpid()}"
-    data = (first_root.parent if quota else tmp_path_factory.mktemp("engine")) / tag
+    work = tmp_path_factory.mktemp("engine")
+    quota = bool(shutil.which("mkfs.btrfs"))
+    data = work / "data"
+    data.mkdir()
+    if quota:
+        _sh("truncate", "-s", "8G", str(work / "fs.img"))
+        _sh("mkfs.btrfs", "-q", str(work / "fs.img"))
+        _sh("mount", "-o", "loop,discard", str(work / "fs.img"), str(data))
+        quota = (
+            subprocess.run(
+                ["python3", str(REPO / "scripts/btrfs_simple_quota.py"), str(data)],
+                capture_output=True,
+            ).returncode
+            == 0
+            or subprocess.run(["btrfs", "quota", "enable", str(data)]).returncode == 0
+        )
+    bridge = tag  # at most 15 characters
+    _sh("ip", "link", "add", "name", bridge, "type", "bridge")
+    _sh("ip", "addr", "add", "172.31.254.1/24", "dev", bridge)
+    _sh("ip", "link", "set", bridge, "up")
     run_dir = Path("/run") / tag  # short: containerd's socket path has a length limit
     run_dir.mkdir(parents=True, exist_ok=True)
     host = f"unix://{run_dir}/docker.sock"
-    log = tmp_path_factory.mktemp("engine-log") / "dockerd.log"
+    log = work / "dockerd.log"
     args = [
-        "dockerd", "--host", host, "--data-root", str(data), "--exec-root", str(run_dir / "exec"),
-        "--pidfile", str(run_dir / "docker.pid"), "--bridge", "none", "--iptables=false",
-        "--cgroup-parent", tag, *(["--storage-driver", "btrfs"] if quota else []),
+        "dockerd", "--host", host, "--data-root", str(data / "docker"),
+        "--exec-root", str(run_dir / "exec"), "--pidfile", str(run_dir / "docker.pid"),
+        "--bridge", bridge, "--iptables=false", "--cgroup-parent", tag,
+        *(["--storage-driver", "btrfs"] if quota else []),
     ]  # fmt: skip
     with log.open("w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
@@ -85,14 +105,16 @@ def second_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         ids = _docker(host, "ps", "-aq").stdout.split()
         if ids:
             _docker(host, "rm", "-f", *ids)
-        _docker(host, "system", "prune", "-af", timeout=600)  # removes btrfs subvolumes too
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(120)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(30)
-        shutil.rmtree(data, ignore_errors=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        if (work / "fs.img").exists():
+            subprocess.run(["umount", "-l", str(data)], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -186,3 +208,19 @@ def test_envprep_and_a_rollout_run_on_a_second_engine(
     assert _ours(host, project, "containers") == []
     left = _docker(host, "ps", "-aq", "--filter", "label=litecoder").stdout.split()
     assert left == [], left  # the cgroup readers too
+
+
+def test_the_first_engine_is_unharmed_when_the_second_stops() -> None:
+    """(After the test above, whose engine is gone by now.) The first engine still has its
+    default bridge and still enforces disk quotas."""
+    assert Path("/sys/class/net/docker0").exists()
+    quota = subprocess.run(["docker", "info", "-f", "{{.Driver}}"], capture_output=True,
+                           text=True).stdout.strip() in ("btrfs", "zfs")  # fmt: skip
+    if quota:
+        r = subprocess.run(
+            ["docker", "run", "--rm", "--network", "none", "--storage-opt", "size=64m", BASE,
+             "sh", "-c", "dd if=/dev/zero of=/fill bs=1M count=128 2>&1; echo rc=$?"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "rc=1" in r.stdout and "Disk quota exceeded" in r.stdout, r.stdout[-2000:]
