@@ -72,10 +72,12 @@ start_dockerd() {
   docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /tmp/litecoder-dockerd.log"; exit 1; }
 }
 if ! docker info >/dev/null 2>&1; then
-  if ! command -v dockerd >/dev/null 2>&1 || ! command -v mkfs.btrfs >/dev/null 2>&1; then
-    log "installing the Docker engine (docker.io) and btrfs-progs"
+  if ! command -v dockerd >/dev/null 2>&1 || ! command -v mkfs.btrfs >/dev/null 2>&1 \
+      || ! command -v ip >/dev/null 2>&1; then
+    # iproute2: the second-engine test gives its dockerd a bridge of its own.
+    log "installing the Docker engine (docker.io), btrfs-progs and iproute2"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker.io btrfs-progs >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker.io btrfs-progs iproute2 >/dev/null
   fi
   start_dockerd
 fi

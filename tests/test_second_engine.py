@@ -52,8 +52,10 @@ def second_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     whole file system when it stops, and `--bridge none` deletes `docker0`, so the second
     engine gets a btrfs file system of its own (in a sparse file, simple quotas on, as
     scripts/setup.sh makes the first one) and a bridge of its own."""
-    if os.geteuid() != 0 or not shutil.which("dockerd"):
-        pytest.fail("a second engine needs root and dockerd (scripts/setup.sh installs it)")
+    missing = [t for t in ("dockerd", "ip") if not shutil.which(t)]
+    if os.geteuid() != 0 or missing:
+        pytest.fail(f"a second engine needs root, dockerd and ip (missing: {missing}); "
+                    "scripts/setup.sh installs them")  # fmt: skip
     tag = f"lc2-{os.getpid()}"
     work = tmp_path_factory.mktemp("engine")
     quota = bool(shutil.which("mkfs.btrfs"))
