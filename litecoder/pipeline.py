@@ -104,7 +104,8 @@ STAGES: dict[str, StageSpec] = {
             "sample",
             reads=(),
             writes=("sampled",),
-            params=("taxonomy", "models.sample", "sampler", "llm"),
+            # train.python: the student's tokenizer gives MAGPIE its chat template.
+            params=("taxonomy", "models.sample", "sampler", "llm", "train.python"),
             roles=("sample",),
         ),
         _stage(
@@ -139,6 +140,8 @@ STAGES: dict[str, StageSpec] = {
                 "llm",
                 "rollout.endpoint_error_types",
                 "eval.infra_error_types",
+                "envprep.task.build_timeout_sec",
+                "experiment.name",
             ),
             role_param="calibrate.role",
         ),
@@ -146,7 +149,15 @@ STAGES: dict[str, StageSpec] = {
             "rollout",
             reads=("envs",),
             writes=("rollouts",),
-            params=("models.agent", "rollout", "security", "environment", "llm"),
+            params=(
+                "models.agent",
+                "rollout",
+                "security",
+                "environment",
+                "llm",
+                "envprep.task.build_timeout_sec",
+                "dedup.decontam",  # external task sets are checked against the benchmarks
+            ),
             roles=("agent",),
         ),
         _stage(
@@ -155,20 +166,32 @@ STAGES: dict[str, StageSpec] = {
             writes=("trajectories",),
             params=("filter",),
         ),
-        _stage("sft", reads=("trajectories",), writes=("sft",), params=("sft",)),
+        _stage(
+            "sft",
+            reads=("trajectories",),
+            writes=("sft",),
+            # The dataset card names the experiment and the filter and rollout settings.
+            params=("sft", "dedup.decontam", "experiment", "filter", "rollout", "train.python"),
+        ),
         _stage(
             "train",
             "litecoder/train_env",
             reads=("sft",),
             writes=("models",),
-            params=("train",),
+            params=("train", "experiment.name"),
             plots=("train_loss",),
         ),
         _stage(
             "evaluate",
             reads=("models", "envs"),
             writes=("results",),
-            params=("eval", "security", "environment"),
+            params=(
+                "eval",
+                "security",
+                "environment",
+                "envprep.task.build_timeout_sec",
+                "train.python",
+            ),
             metrics=("scores",),
         ),
         _stage(
@@ -181,6 +204,8 @@ STAGES: dict[str, StageSpec] = {
                 "report",
                 "dedup.decontam.benchmarks",
                 "calibrate.band",
+                "eval.model.source",
+                "train.name",
             ),
             metrics=("funnel_metrics",),
             plots=("funnel",),

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -311,3 +312,85 @@ def test_stage_metrics_are_typed_and_checked_where_they_are_written(tmp_path: Pa
     assert ev.k == 1 and ev.score("tuned", "pass@1") is None
     ev = EvaluateMetrics.model_validate({"k": 2, "tuned/pass@1": 0.5, "tuned/pass@2": 0.75})
     assert (ev.score("tuned", "pass@1"), ev.score("tuned", "pass@2")) == (0.5, 0.75)
+
+
+# Config a stage may read without declaring it: it changes no output (W&B tracking).
+NOT_PARAMS = ("tracking",)
+
+
+def _config_reads(source: str) -> set[str]:
+    """The config fields a stage module reads: attribute chains from `ctx.cfg` (or any name
+    bound to a part of it, e.g. `e = cfg.eval`), cut where they leave the config's fields
+    (a method such as `cfg.teacher(role)` or `section.model_dump()`)."""
+    import ast
+
+    from pydantic import BaseModel
+
+    from litecoder.config import Config
+
+    def chain(node: ast.AST) -> tuple[str, list[str]] | None:
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        return (node.id, parts[::-1]) if isinstance(node, ast.Name) else None
+
+    def fields(path: list[str]) -> list[str]:
+        """The longest prefix of `path` that names config fields."""
+        model: Any = Config
+        out: list[str] = []
+        for p in path:
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                break
+            if p not in model.model_fields:
+                break
+            out.append(p)
+            model = model.model_fields[p].annotation
+        return out
+
+    tree = ast.parse(source)
+    roots: dict[str, list[str]] = {"cfg": []}  # names bound to the config or a part of it
+    for node in ast.walk(tree):  # `x = ctx.cfg...` / `x = cfg...` (aliases of aliases too)
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            t, c = node.targets[0], chain(node.value)
+            if isinstance(t, ast.Name) and c:
+                root, parts = c
+                if root == "ctx" and parts[:1] == ["cfg"]:
+                    roots[t.id] = fields(parts[1:])
+                elif root in roots:
+                    roots[t.id] = fields([*roots[root], *parts])
+    reads: set[str] = set()
+    for node in ast.walk(tree):
+        c = chain(node) if isinstance(node, ast.Attribute) else None
+        if not c:
+            continue
+        root, parts = c
+        if root == "ctx" and parts[:1] == ["cfg"]:
+            path = fields(parts[1:])
+        elif root in roots:
+            path = fields([*roots[root], *parts])
+        else:
+            continue
+        if path:
+            reads.add(".".join(path))
+    return {r for r in reads if not any(o.startswith(r + ".") for o in reads)}
+
+
+def test_every_config_field_a_stage_reads_is_one_of_its_params() -> None:
+    """DVC re-runs a stage when one of its params changes: a field the stage reads but does
+    not declare would leave a stale output (e.g. rollout reading envprep's build timeout)."""
+    from litecoder.pipeline import STAGES
+
+    src = Path(__file__).resolve().parents[1] / "litecoder" / "stages"
+    for name, spec in STAGES.items():
+        reads = _config_reads((src / f"{name}.py").read_text())
+        undeclared = sorted(
+            r for r in reads
+            if not any(r == p or r.startswith(p + ".") for p in (*spec.params, *NOT_PARAMS))
+        )  # fmt: skip
+        assert not undeclared, f"stage {name} reads {undeclared} but declares {spec.params}"
+    # The scan sees through aliases.
+    assert _config_reads("e = ctx.cfg.eval\nx = e.model.path\ny = e.k\n") == {
+        "eval.model.path",
+        "eval.k",
+    }
