@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litecoder.config import Config, TrialEnvironment
 from litecoder.config import Security as SecurityConfig
@@ -65,6 +65,9 @@ from litecoder.sandbox.engine import (
 )
 from litecoder.sandbox.trial import Healthcheck, Service, TrialSpec, trial_key
 from litecoder.sandbox.untrusted import make_private
+
+if TYPE_CHECKING:  # Harbor ships no type information: these read as Any to mypy
+    from harbor.models.trial.result import TrialResult
 
 log = logging.getLogger(__name__)
 REPORT = "litecoder.json"  # per trial: what was sanitized and which limits were hit
@@ -345,7 +348,7 @@ def stage(
 # --- results ----------------------------------------------------------------------------------
 
 
-def _read(path: Path) -> Any | None:
+def _read(path: Path) -> TrialResult | None:
     """A finished trial's result (Harbor's TrialResult), or None while it runs."""
     from harbor.models.trial.result import TrialResult
 
@@ -362,7 +365,7 @@ def _read(path: Path) -> Any | None:
 JOB_INFO = "litecoder-job.json"  # in a rollout job dir: the agent label, each task's metadata
 
 
-def trial_results(job_dir: Path) -> list[Any]:
+def trial_results(job_dir: Path) -> list[TrialResult]:
     """The finished trials of a Harbor job directory, as Harbor's own TrialResult models."""
     return [r for r in map(_read, sorted(job_dir.glob("*/result.json"))) if r is not None]
 
@@ -397,14 +400,14 @@ def _drop_torn_job_result(job_dir: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def reward(result: Any) -> float | None:
+def reward(result: TrialResult) -> float | None:
     """The one place the reward is read: the verifier's `reward` (None without a verdict)."""
     vr = result.verifier_result
     value = (vr.rewards or {}).get("reward") if vr is not None else None
     return float(value) if value is not None else None
 
 
-def exception_type(result: Any) -> str | None:
+def exception_type(result: TrialResult) -> str | None:
     return result.exception_info.exception_type if result.exception_info else None
 
 
