@@ -171,7 +171,14 @@ STAGES: dict[str, StageSpec] = {
             reads=("trajectories",),
             writes=("sft",),
             # The dataset card names the experiment and the filter and rollout settings.
-            params=("sft", "dedup.decontam", "experiment", "filter", "rollout", "train.python"),
+            params=(
+                "sft",
+                "dedup.decontam",
+                "experiment.name",
+                "filter",
+                "rollout",
+                "train.python",
+            ),
         ),
         _stage(
             "train",

@@ -133,6 +133,23 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Ray head on loopback (2 CPUs) for sweeps with hydra/launcher=ray_cluster."""
+    from litecoder.serve import free_port
+
+    port = free_port()
+    ray = str(BIN / "ray")
+    tmp = tmp_path_factory.mktemp("ray")
+    run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={tmp}"], REPO, timeout=300)  # fmt: skip
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+
+
 def docker_ok() -> bool:
     try:
         from litecoder.sandbox import docker_client

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from litecoder.serve import free_port
 from litecoder.tracking import read_offline_run
-from tests.conftest import BIN, REPO, make_project, run
+from tests.conftest import REPO, make_project, run
 
 pytestmark = pytest.mark.cluster
 SWEEP = ["--until", "dedup", "tracking=offline", "judge.criteria.clarity.threshold=1,5"]
@@ -28,20 +27,6 @@ def slurm() -> Iterator[None]:
     assert r.returncode == 0, r.stderr[-2000:]
     yield
     # The daemons stay up for the rest of the session (another module may use them).
-
-
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    ray = str(BIN / "ray")
-    tmp = tmp_path_factory.mktemp("ray")
-    run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-         f"--temp-dir={tmp}"], REPO, timeout=300)  # fmt: skip
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
 
 
 def _check_sweep(project: Path) -> None:

@@ -259,16 +259,24 @@ def test_launcher_configs_compose(launcher: str, target: str) -> None:
 
 
 @pytest.mark.cluster
-def test_sweep_compares_members_and_dvc_exp_lists_them(smoke: Path) -> None:
-    """Two training learning rates: a Hydra multirun (two W&B summary runs in one group and a
-    comparison) and the same through `dvc exp run` / `dvc exp show`."""
+def test_sweep_compares_members_and_dvc_exp_lists_them(smoke: Path, ray_head: str) -> None:
+    """Two training learning rates: a Hydra multirun whose members run the whole pipeline, as
+    Ray tasks on a Ray head, through train and evaluate (two W&B summary runs in one group and
+    a comparison); then the same through `dvc exp run` / `dvc exp show`."""
     # The sweep is about launching and comparing members, not the model: the random-weight
     # tiny recipe (with the tokenizer trained on the data) keeps it short.
     fast = ["eval.k=1", "eval.baseline=false", "train=tiny_random", "sft.tokenizer.path=null"]
-    run(["litecoder", "run", "-m", "train.learning_rate=0.0005,0.005", *fast], smoke, timeout=2400)
+    launcher = ["hydra/launcher=ray_cluster", "hydra.launcher.ray.remote.num_gpus=0",
+                "hydra.launcher.ray.remote.num_cpus=1"]  # fmt: skip
+    r = run(["litecoder", "run", "-m", *launcher, "train.learning_rate=0.0005,0.005", *fast],
+            smoke, timeout=2400, env={"RAY_ADDRESS": ray_head})  # fmt: skip
+    assert "_run_job pid=" in r.stdout + r.stderr  # the members ran as Ray tasks
     sweep = max((smoke / "multirun/smoke").iterdir())
     members = sorted(d for d in sweep.iterdir() if (d / "metrics").is_dir())
     assert len(members) == 2
+    for m in members:  # every stage ran in the member, evaluate and report included
+        for stage in ("sample", "envprep", "rollout", "train", "evaluate", "report"):
+            assert json.loads((m / f"metrics/{stage}.json").read_text())["stage"] == stage
     rows = list(csv.DictReader((sweep / "compare.csv").open()))
     assert len(rows) == 2 and all(r["final_loss"] and r["pass@1"] and r["rows"] for r in rows)
     assert rows[0]["final_loss"] != rows[1]["final_loss"]

@@ -393,7 +393,7 @@ def dataset_card(cfg: Config, m: dict[str, Any]) -> str:
 
     conf = yaml.safe_dump(
         {
-            "experiment": cfg.experiment.model_dump(),
+            "experiment": cfg.experiment.name,
             "sft": cfg.sft.model_dump(),
             "filter": cfg.filter.model_dump(),
             "rollout": cfg.rollout.model_dump(),
@@ -401,9 +401,8 @@ def dataset_card(cfg: Config, m: dict[str, Any]) -> str:
         },
         sort_keys=False,
     )
+    # Not the experiment's description: editing it must not change the data (and retrain).
     return f"""# litecoder SFT dataset: {cfg.experiment.name}
-
-{cfg.experiment.description}
 
 Terminal-agent trajectories of the teacher `{cfg.teacher("agent").model}` on synthesized tasks,
 filtered and rendered as chat records for Axolotl (`type: chat_template`, field `messages`).
