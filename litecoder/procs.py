@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,10 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 def env_python(path: str, root: Path) -> Path | None:
     """An interpreter path from config: absolute, else under the project root, else under
-    litecoder's own checkout (where scripts/setup.sh creates .venv-train)."""
+    litecoder's own checkout (where scripts/setup.sh creates .venv-train), else beside the
+    environment this process runs in (a Ray worker may import litecoder from a project copy
+    that has no .venv-train)."""
     p = Path(path)
-    candidates = [p] if p.is_absolute() else [root / p, SOURCE_ROOT / p]
+    beside = Path(sys.prefix).parent / p
+    candidates = [p] if p.is_absolute() else [root / p, SOURCE_ROOT / p, beside]
     return next((c for c in candidates if c.exists()), None)
