@@ -5,7 +5,8 @@ taken in turn; repeats share their image builds, as tasks of one base image do),
 `litecoder envprep` (every check on, the Harbor oracle trial included) and `litecoder rollout`
 (Terminus-2, one attempt per environment) on this machine's Docker engine. Prints, per N:
 environments and trials per hour, and litecoder's own time per environment and per trial beside
-the work it orchestrates (builds, commands, checks, LLM calls; Harbor's wall time).
+the work it orchestrates (builds, commands, checks, LLM calls; the Docker engine starting and
+removing the agent steps' sandboxes; Harbor's wall time).
 
     python benchmarks/scale.py [--n 10 25 50 100] [--keep DIR]
 
@@ -88,7 +89,9 @@ def one(n: int, root: Path) -> dict[str, float]:
     ep = json.loads((p / "metrics/envprep.json").read_text())
     ro = json.loads((p / "metrics/rollout.json").read_text())
     envs = ep["environments"]
-    mean = ep["mean_task_timings_s"]  # per task: build, commands, llm, validation, total
+    # Per task: build, commands (with the state capture), llm, validation (its containers and
+    # the Harbor oracle trial included), the agent steps' sandboxes started and removed, total.
+    mean = ep["mean_task_timings_s"]
     work = mean["build_s"] + mean["commands_s"] + mean["llm_s"] + mean["validation_s"]
     timing = ro["timing"]
     return {
@@ -98,7 +101,8 @@ def one(n: int, root: Path) -> dict[str, float]:
         "envs_per_h": 3600 * envs / envprep_s,
         "task_total_s": mean["total_s"],
         "task_work_s": work,
-        "overhead_per_env_s": mean["total_s"] - work,
+        "sandbox_per_env_s": mean["sandbox_s"],
+        "overhead_per_env_s": mean["total_s"] - work - mean["sandbox_s"],
         "trials": ro["trials"],
         "rollout_s": rollout_s,
         "trials_per_h": 3600 * ro["trials"] / rollout_s,
@@ -114,8 +118,8 @@ def main() -> None:
     a = p.parse_args()
     print(f"# {platform.node()}: {os.cpu_count()} CPUs, Docker {_docker_version()}")
     cols = ["n", "envs", "envprep_s", "envs_per_h", "task_total_s", "task_work_s",
-            "overhead_per_env_s", "trials", "rollout_s", "trials_per_h", "harbor_trial_s",
-            "overhead_per_trial_s"]  # fmt: skip
+            "sandbox_per_env_s", "overhead_per_env_s", "trials", "rollout_s", "trials_per_h",
+            "harbor_trial_s", "overhead_per_trial_s"]  # fmt: skip
     print(" | ".join(cols))
     with tempfile.TemporaryDirectory(prefix="litecoder-scale-") as tmp:
         root = a.keep or Path(tmp)

@@ -81,6 +81,7 @@ class Timings(Record):
     llm_s: float = 0.0
     build_s: float = 0.0
     commands_s: float = 0.0
+    sandbox_s: float = 0.0  # starting and removing the agent steps' sandboxes
     validation_s: float = 0.0
     total_s: float = 0.0
 

@@ -108,6 +108,8 @@ def test_smoke_builds_a_validated_environment_per_accepted_task(smoke: Path) -> 
     assert all(c["rate"] == 1.0 for c in m["checks"].values())
     for t in m["per_task"].values():
         assert t["total_s"] >= t["validation_s"] > 0 and t["build_s"] > 0
+        # Three agent steps (setup, solution, verifier) each started and removed a sandbox.
+        assert 0 < t["sandbox_s"] < t["total_s"] - t["validation_s"]
 
 
 def _open_harbors_policy_offline(tasks: Path, probe_dir: Path) -> None:

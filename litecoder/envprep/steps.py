@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,27 @@ from litecoder.harbor.taskdir import render_dockerfile, task_toml
 from litecoder.io import write_text
 from litecoder.llm import parse_json_as
 from litecoder.records import EnvOutcome, JudgedTask
+from litecoder.sandbox import Sandbox
+
+
+@contextlib.asynccontextmanager
+async def _sandbox(
+    ep: EnvprepContext, image: str, task_id: str, out: EnvOutcome
+) -> AsyncIterator[Sandbox]:
+    """A started sandbox for an agent step, removed after it; starting and removing it is
+    timed as `sandbox_s` (the engine's container lifecycle, apart from the step's own work)."""
+    sb = ep.sandbox(image, task_id)
+    t0 = time.monotonic()
+    try:
+        await asyncio.to_thread(sb.start)
+    finally:
+        out.timings.sandbox_s += time.monotonic() - t0
+    try:
+        yield sb
+    finally:
+        t0 = time.monotonic()
+        await asyncio.to_thread(sb.close)
+        out.timings.sandbox_s += time.monotonic() - t0
 
 
 async def refine(ep: EnvprepContext, task: JudgedTask, out: EnvOutcome) -> Refined:
@@ -60,9 +83,7 @@ async def setup(
     e = ep.cfg.envprep
     image = base_image.sandbox_image(e.base_image)
     env_dir.mkdir(parents=True, exist_ok=True)
-    sb = ep.sandbox(image, task_id)
-    await asyncio.to_thread(sb.start)
-    try:
+    async with _sandbox(ep, image, task_id, out) as sb:
         if e.mode == "container":
             await asyncio.to_thread(sb.exec, f"mkdir -p {shlex.quote(e.task.workdir)}")
             await ep.agent_step(
@@ -91,8 +112,6 @@ async def setup(
             )
             if not (env_dir / "Dockerfile").exists():
                 raise StepFailed("setup", "the agent wrote no environment/Dockerfile")
-    finally:
-        await asyncio.to_thread(sb.close)
 
 
 async def _in_sandbox(
@@ -109,15 +128,11 @@ async def _in_sandbox(
 ) -> None:
     """An agent step in a fresh sandbox of the starting state: the agent writes `writes/`
     (mirrored at /`writes`), with `mount/` of the task dir copied in to read."""
-    sb = ep.sandbox(image, task_id)
-    await asyncio.to_thread(sb.start)
-    try:
+    async with _sandbox(ep, image, task_id, out) as sb:
         if mount is not None:
             await asyncio.to_thread(sb.put_dir, task_dir / mount, f"/{mount}")
         ex = TaskDirExecutor(task_dir, writes, sb, mirror=f"/{writes}")
         await ep.agent_step(step, step, ex, out, task_id, **fields)
-    finally:
-        await asyncio.to_thread(sb.close)
 
 
 async def solution(

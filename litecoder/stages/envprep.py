@@ -28,7 +28,7 @@ from litecoder.sandbox.untrusted import make_private
 from litecoder.tracking import StageRun, progress
 
 log = logging.getLogger(__name__)
-TIMING_KEYS = ["llm_s", "build_s", "commands_s", "validation_s", "total_s"]
+TIMING_KEYS = ["llm_s", "build_s", "commands_s", "sandbox_s", "validation_s", "total_s"]
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
