@@ -139,6 +139,7 @@ STAGES: dict[str, StageSpec] = {
                 "environment",
                 "llm",
                 "rollout.endpoint_error_types",
+                "rollout.model_info",  # through rollout's agent_config
                 "eval.infra_error_types",
                 "envprep.task.build_timeout_sec",
                 "experiment.name",

@@ -376,19 +376,70 @@ def _config_reads(source: str) -> set[str]:
     return {r for r in reads if not any(o.startswith(r + ".") for o in reads)}
 
 
+def _reads_through_calls(module: str) -> dict[str, set[str]]:
+    """The config fields read by the functions a module imports from litecoder that take the
+    config (`cfg`) or a stage context (`ctx`), and by what those call in turn: field -> the
+    functions that read it (e.g. calibrate reaching rollout's agent settings)."""
+    import ast
+
+    from litecoder.codegraph import module_file
+
+    Fn = ast.FunctionDef | ast.AsyncFunctionDef
+
+    def defs(mod: str) -> tuple[dict[str, Fn], dict[str, tuple[str, str]]]:
+        tree = ast.parse(module_file(mod).read_text())
+        fns = {n.name: n for n in tree.body if isinstance(n, Fn)}
+        imported = {
+            a.asname or a.name: (n.module, a.name)
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("litecoder")
+            for a in n.names
+        }
+        return fns, imported
+
+    todo = list(defs(module)[1].values())
+    seen: set[tuple[str, str]] = set()
+    found: dict[str, set[str]] = {}
+    while todo:
+        mod, name = todo.pop()
+        if (mod, name) in seen or not module_file(mod).is_file():
+            continue
+        seen.add((mod, name))
+        fns, imported = defs(mod)
+        fn = fns.get(name)
+        if fn is None:
+            continue  # a class or a constant
+        if not {a.arg for a in fn.args.args + fn.args.kwonlyargs} & {"cfg", "ctx"}:
+            continue
+        for r in _config_reads(ast.unparse(fn)):
+            found.setdefault(r, set()).add(f"{mod}.{name}")
+        for n in ast.walk(fn):
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+                if n.func.id in fns:
+                    todo.append((mod, n.func.id))
+                elif n.func.id in imported:
+                    todo.append(imported[n.func.id])
+    return found
+
+
 def test_every_config_field_a_stage_reads_is_one_of_its_params() -> None:
     """DVC re-runs a stage when one of its params changes: a field the stage reads but does
-    not declare would leave a stale output (e.g. rollout reading envprep's build timeout)."""
+    not declare would leave a stale output (e.g. rollout reading envprep's build timeout).
+    Read in the stage module itself, or in a function it calls that takes the config."""
     from litecoder.pipeline import STAGES
 
     src = Path(__file__).resolve().parents[1] / "litecoder" / "stages"
     for name, spec in STAGES.items():
-        reads = _config_reads((src / f"{name}.py").read_text())
-        undeclared = sorted(
-            r for r in reads
+        reads = {r: {name} for r in _config_reads((src / f"{name}.py").read_text())}
+        for r, where in _reads_through_calls(f"litecoder.stages.{name}").items():
+            reads.setdefault(r, set()).update(where)
+        undeclared = {
+            r: sorted(where) for r, where in sorted(reads.items())
             if not any(r == p or r.startswith(p + ".") for p in (*spec.params, *NOT_PARAMS))
-        )  # fmt: skip
+        }  # fmt: skip
         assert not undeclared, f"stage {name} reads {undeclared} but declares {spec.params}"
+    # Calls are followed across modules: calibrate runs rollout's agent settings.
+    assert "rollout.model_info" in _reads_through_calls("litecoder.stages.calibrate")
     # The scan sees through aliases.
     assert _config_reads("e = ctx.cfg.eval\nx = e.model.path\ny = e.k\n") == {
         "eval.model.path",
