@@ -178,8 +178,14 @@ def test_hostile_trial_is_contained_and_reported(hostile_trial: dict[str, Any]) 
     assert sanitized["/logs/agent/canary"] == "link not copied"
     assert sanitized["/logs/agent/rootlink"] == "link not copied"
     assert not (trial / "agent/disk").exists()  # mknod is not allowed in a trial
-    # The fork bomb's processes were gone before the verifier ran.
+    # The fork bomb's processes were gone before the verifier ran: its first command (Harbor
+    # removing stale reward files) found free process slots, and the trial ended in a verdict.
+    assert json.loads((job / "config.json").read_text())["verifier"]["import_path"] == (
+        runner.VERIFIER_IMPORT_PATH
+    )
     result = json.loads((trial / "result.json").read_text())
+    assert result.get("exception_info") is None, result["exception_info"]
+    assert result["verifier_result"] is not None
     assert "processes_killed_before_verifier" in report["environment"], (
         result.get("exception_info"),
         (trial / "trial.log").read_text()[-3000:],

@@ -7,7 +7,8 @@ Harbor's docker environment. It starts what the staged task's `TrialSpec` says a
 (no compose file, no variable substitution, no host mount, no host environment), and every
 byte that crosses the trial's boundary goes through the sandbox layer (`TrialContainers`):
 command output bounded, files copied out as capped regular files, the reward file capped
-smaller still, and the main container's processes killed before the verifier's files go in.
+smaller still, and the main container's processes killed before the verifier starts
+(`LitecoderVerifier`, which litecoder's jobs name as their verifier).
 What it refused or had to do is written to `<trial>/litecoder-env.json` when it stops.
 """
 
@@ -29,7 +30,9 @@ from harbor.environments.capabilities import (
     EnvironmentResourceCapabilities,
 )
 from harbor.models.trial.paths import EnvironmentPaths
+from harbor.models.verifier.result import VerifierResult
 from harbor.utils.path_filter import filter_paths_by_patterns
+from harbor.verifier.verifier import Verifier
 
 from litecoder.sandbox.trial import TrialContainers, TrialSpec, trial_key
 from litecoder.trial_tokens import confine
@@ -67,6 +70,7 @@ class LitecoderEnvironment(BaseEnvironment):
         self.spec = TrialSpec.read(self.environment_dir)
         self.box = TrialContainers(self.spec, trial_key(self.session_id))
         self.trial = self.session_id.removesuffix("__env")
+        self._verifier_hooked = False  # LitecoderVerifier calls before_verifier itself
 
     def _validate_definition(self) -> None:
         TrialSpec.read(self.environment_dir)
@@ -134,13 +138,17 @@ class LitecoderEnvironment(BaseEnvironment):
         await self._call(self.box.put_path, Path(source_path), str(target.parent), target.name)
 
     async def upload_dir(self, source_dir: Path | str, target_dir: str) -> None:
-        if PurePosixPath(target_dir) == EnvironmentPaths.for_os(self.os).tests_dir:
-            await self._before_verifier()
+        # Under Harbor's own verifier (no LitecoderVerifier in the job), the tests going in
+        # is the first sign of a verification.
+        tests = PurePosixPath(target_dir) == EnvironmentPaths.for_os(self.os).tests_dir
+        if tests and not self._verifier_hooked:
+            await self.before_verifier()
         await self._call(self.box.put_path, Path(source_dir), target_dir)
 
-    async def _before_verifier(self) -> None:
-        """The verifier's tests are about to go in: nothing the agent or the solution left
-        running may touch its run, nothing planted in /tests or /logs/verifier may shape it."""
+    async def before_verifier(self) -> None:
+        """A verification starts: nothing the agent or the solution left running may touch its
+        run (or hold every process slot, so that its first command cannot start), nothing
+        planted in /tests or /logs/verifier may shape it."""
         if not self.spec.clean_before_verifier:
             return
         await self._call(self.box.restart_main)
@@ -221,3 +229,17 @@ class LitecoderEnvironment(BaseEnvironment):
             )
 
         await self._call(self.box.copy_dir, source_dir, Path(target_dir), select=select)
+
+
+class LitecoderVerifier(Verifier):
+    """Harbor's verifier, started only after litecoder's environment has cleaned the trial
+    (`before_verifier`). Harbor's first verifier command (removing stale reward files) comes
+    before the tests go in: a fork bomb the agent left would otherwise hold every process slot
+    and keep that command from starting, failing the trial as an error instead of a verdict."""
+
+    async def verify(self) -> VerifierResult:
+        env = self.environment
+        if isinstance(env, LitecoderEnvironment):
+            env._verifier_hooked = True
+            await env.before_verifier()
+        return await super().verify()

@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 REPORT = "litecoder.json"  # per trial: what was sanitized and which limits were hit
 ENV_REPORT = "litecoder-env.json"  # per trial: written by litecoder's environment as it stops
 IMPORT_PATH = "litecoder.harbor.environment:LitecoderEnvironment"
+VERIFIER_IMPORT_PATH = "litecoder.harbor.environment:LitecoderVerifier"
 
 # What Harbor's process may see of this one's environment: where things are, Docker's own
 # settings, proxies and certificates. Keys, tokens and everything else stay here; a job's
@@ -117,6 +118,9 @@ def job_config(
     """A Harbor JobConfig (validated by Harbor's own model) over staged task dirs."""
     from harbor.models.job.config import JobConfig
 
+    env = environment or environment_config()
+    # In litecoder's own environment, the verifier starts after the trial is cleaned.
+    ours = env.get("import_path") == IMPORT_PATH
     job = JobConfig.model_validate(
         {
             "job_name": job_name,
@@ -128,7 +132,8 @@ def job_config(
             "quiet": True,
             "agents": agents,
             "tasks": [{"path": str(d)} for d in tasks],
-            "environment": environment or environment_config(),
+            "environment": env,
+            "verifier": {"import_path": VERIFIER_IMPORT_PATH} if ours else {},
         }
     )
     dumped: dict[str, Any] = job.model_dump(mode="json")

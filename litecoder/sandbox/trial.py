@@ -19,7 +19,7 @@ Harbor runs every trial of litecoder's through litecoder's own environment
   directories only, every file, every copy and the number of entries capped, nothing read
   through a link on the host.
 - **A clean process space for the verifier.** `restart_main` kills every process of the main
-  container (the file system stays) before the verifier's files go in.
+  container (the file system stays) before the verifier starts.
 """
 
 from __future__ import annotations
