@@ -74,6 +74,7 @@ def test_remote_copies_are_built_by_the_provider_with_harbors_network_policy(
     job = runner.job_config(job_name="j", jobs_dir=tmp_path, agents=[{"name": "oracle"}],
                             tasks=staged, environment=runner.environment_config(cfg))  # fmt: skip
     assert job["environment"]["type"] == "e2b" and job["environment"]["delete"] is True
+    assert "import_path" not in job["verifier"]  # Harbor's own verifier in a provider's sandbox
     # Docker stays the default: litecoder's own trial environment, by import path.
     local = runner.environment_config(compose_cfg())
     assert local["import_path"] == runner.IMPORT_PATH and "type" not in local
