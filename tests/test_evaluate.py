@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -239,10 +240,15 @@ def test_killed_evaluation_resumes_without_rerunning_finished_trials(tmp_path: P
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         first = {p.parent.name for p in jobs.glob("*/*/result.json") if _finished(p)}
+        # The project moves before it resumes: Harbor's configs name absolute paths.
+        old, project = project, Path(shutil.move(project, tmp_path / "moved"))
+        jobs = project / ".litecoder/evaluate/jobs"
         r = run(cmd, project, check=False, timeout=1800)
         assert r.returncode == 0, r.stderr[-3000:]
     after = {p.parent.name for p in jobs.glob("*/*/result.json") if _finished(p)}
     assert first < after and len(after) == 4  # the finished trials were kept, not re-run
+    assert not old.exists()  # nothing was written beside the old location
+    assert all(str(old) not in p.read_text() for p in jobs.glob("**/config.json"))
     res = json.loads((project / "results/tb1-mini.json").read_text())
     assert res["models"]["scripted"]["trials"] == 4
 

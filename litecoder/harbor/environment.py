@@ -67,7 +67,7 @@ class LitecoderEnvironment(BaseEnvironment):
         super().__init__(*args, **kwargs)
         if self._host_mounts:
             raise ValueError("litecoder's trial environment mounts nothing from the host")
-        self.spec = TrialSpec.read(self.environment_dir)
+        self.spec = TrialSpec.read(self.environment_dir).for_run(os.environ)
         self.box = TrialContainers(self.spec, trial_key(self.session_id))
         self.trial = self.session_id.removesuffix("__env")
         self._verifier_hooked = False  # LitecoderVerifier calls before_verifier itself

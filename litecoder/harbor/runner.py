@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +57,22 @@ from litecoder.sandbox import (
 )
 from litecoder.sandbox.cgroups import reader_for
 from litecoder.sandbox.engine import (
+    PROJECT_LABEL,
     QUOTA_HELP,
     SandboxError,
     disk_quota_problem,
+    project,
     remove_containers,
     storage_size,
 )
-from litecoder.sandbox.trial import Healthcheck, Service, TrialSpec, trial_key
+from litecoder.sandbox.trial import (
+    PROJECT_ENV,
+    RUN_ENV,
+    Healthcheck,
+    Service,
+    TrialSpec,
+    trial_key,
+)
 from litecoder.sandbox.untrusted import make_private
 
 if TYPE_CHECKING:  # Harbor ships no type information: these read as Any to mypy
@@ -328,7 +337,12 @@ def stage(
             pids=sec.trial_pids,
             # A task may ask for less; an agent in the container needs the gateway.
             network=(policy.network and declared != "no-network") or policy.agent_network,
-            labels=labels(run, src.name, "trial"),
+            # The run and project labels are the environment's (RUN_ENV), not the content's.
+            labels={
+                k: v
+                for k, v in labels(run, src.name, "trial").items()
+                if k not in (f"{LABEL}.run", PROJECT_LABEL)
+            },
             log_max_mb=sec.log_max_mb,
             output_bytes=sec.trial_output_kb * 2**10,
             copy_max_file_bytes=sec.copy_out.max_file_mb * 2**20,
@@ -541,6 +555,7 @@ def run_harbor(
 
     stop = threading.Event()
     with log_path.open("a") as logf:
+        env = {**env, RUN_ENV: label, PROJECT_ENV: project()}  # the trials' labels
         proc = subprocess.Popen(
             cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
         )
@@ -605,6 +620,9 @@ def run_job(
     resumed = (job_dir / "config.json").exists()
     if resumed:
         log.info("resuming %s (%d/%d trials done)", name, done, expected)
+        moved_from = rebind(job_dir, jobs_dir, staged)
+        if local and moved_from is not None and not moved_from.exists():
+            reap(run_label(moved_from))  # what a killed run left before the project moved
         if bar is not None:
             bar.advance(done)
         cmd = [harbor_bin(), "job", "resume", "-p", str(job_dir)]
@@ -631,6 +649,56 @@ def run_job(
             raise StageError(why)
         log.warning("%s: %s", name, why)
     return job_dir, secs, resumed
+
+
+def rebind(job_dir: Path, jobs_dir: Path, staged: Sequence[Path]) -> Path | None:
+    """Point a job dir's configs at where its project is now. Harbor keeps absolute paths
+    (jobs dir, staged task dirs) in the job's config.json and lock.json and in each trial's
+    config.json: in a project that
+    was moved or copied, `harbor job resume` would otherwise run the old location's tasks,
+    write beside the old project, and match no finished trial. Tasks are matched by their
+    staged dir's name, which does not depend on where the project is. Returns the job dir
+    the configs named before, when it was another."""
+    where = {p.name: str(p) for p in staged}
+    before: list[Path] = []
+
+    def task(entry: dict[str, Any]) -> None:
+        if (old := entry.get("path")) and (new := where.get(Path(old).name)):
+            entry["path"] = new
+
+    def rewrite(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+        try:
+            conf = json.loads(path.read_text())
+        except (OSError, ValueError):
+            conf = None
+        if not isinstance(conf, dict):
+            return  # Harbor drops (trial) or refuses (job) an unreadable config itself
+        edit(conf)
+        path.write_text(json.dumps(conf, indent=4))
+
+    def job(conf: dict[str, Any]) -> None:
+        if isinstance(old := conf.get("jobs_dir"), str):
+            before.append(Path(old) / job_dir.name)
+        conf["jobs_dir"] = str(jobs_dir)
+        for entry in conf.get("tasks") or []:
+            task(entry)
+
+    def trial(conf: dict[str, Any]) -> None:
+        conf["trials_dir"] = str(job_dir)
+        task(conf.get("task") or {})
+
+    def lock(conf: dict[str, Any]) -> None:
+        for entry in conf.get("trials") or []:
+            task(entry.get("task") or {})
+
+    rewrite(job_dir / "config.json", job)
+    if (job_dir / "lock.json").is_file():
+        rewrite(job_dir / "lock.json", lock)
+    for d in job_dir.iterdir():
+        conf = d / "config.json"
+        if d.is_dir() and not d.is_symlink() and conf.is_file() and not conf.is_symlink():
+            rewrite(conf, trial)
+    return before[0] if before and before[0] != job_dir else None
 
 
 def finished(job_dir: Path, rerun_types: Sequence[str], expected: int) -> bool:

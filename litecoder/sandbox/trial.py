@@ -41,11 +41,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from litecoder.sandbox.container import BoundedOutput, exec_output, hardened
-from litecoder.sandbox.engine import SandboxError, docker_client, one_line
+from litecoder.sandbox.engine import LABEL, PROJECT_LABEL, SandboxError, docker_client, one_line
 from litecoder.sandbox.untrusted import CopyCaps, CopyOut, Refusal, copy_out
 
 MAIN = "main"
 SPEC_NAME = "litecoder-trial.json"  # in a staged task's environment/ (nothing else is there)
+# Which run and project a trial's containers belong to (their labels, by which litecoder reaps
+# and watches them) comes from the Harbor process's environment, set by litecoder's job runner,
+# not from the staged spec: a staged task dir is then the same wherever its project is, and a
+# moved or copied project's Harbor job resumes (Harbor's lock holds each task dir's digest).
+RUN_ENV = "LITECODER_TRIAL_RUN"
+PROJECT_ENV = "LITECODER_TRIAL_PROJECT"
 
 
 class _Model(BaseModel):
@@ -107,6 +113,19 @@ class TrialSpec(_Model):
 
     def write(self, env_dir: Path) -> None:
         (env_dir / SPEC_NAME).write_text(self.model_dump_json(indent=2))
+
+    def for_run(self, environ: dict[str, str] | os._Environ[str]) -> TrialSpec:
+        """This spec with the run's labels from `environ` (see RUN_ENV); none there is an
+        error: a trial no run owns could not be found to be removed."""
+        run, project = environ.get(RUN_ENV), environ.get(PROJECT_ENV)
+        if not run or not project:
+            raise SandboxError(
+                f"{RUN_ENV}/{PROJECT_ENV} unset: litecoder's trial environment runs under "
+                "litecoder's job runner only"
+            )
+        return self.model_copy(
+            update={"labels": {**self.labels, f"{LABEL}.run": run, PROJECT_LABEL: project}}
+        )
 
     @classmethod
     def read(cls, env_dir: Path) -> TrialSpec:
