@@ -620,7 +620,7 @@ def run_job(
     resumed = (job_dir / "config.json").exists()
     if resumed:
         log.info("resuming %s (%d/%d trials done)", name, done, expected)
-        moved_from = rebind(job_dir, jobs_dir, staged)
+        moved_from = rebind(job_dir, jobs_dir, staged, agents)
         if local and moved_from is not None and not moved_from.exists():
             reap(run_label(moved_from))  # what a killed run left before the project moved
         if bar is not None:
@@ -651,16 +651,34 @@ def run_job(
     return job_dir, secs, resumed
 
 
-def rebind(job_dir: Path, jobs_dir: Path, staged: Sequence[Path]) -> Path | None:
-    """Point a job dir's configs at where its project is now. Harbor keeps absolute paths
-    (jobs dir, staged task dirs) in the job's config.json and lock.json and in each trial's
-    config.json: in a project that
-    was moved or copied, `harbor job resume` would otherwise run the old location's tasks,
-    write beside the old project, and match no finished trial. Tasks are matched by their
-    staged dir's name, which does not depend on where the project is. Returns the job dir
-    the configs named before, when it was another."""
+# Where an agent reaches its model (the gateway's address this run), in its kwargs.
+ENDPOINT_KWARGS = ("api_base", "base_url")
+
+
+def rebind(
+    job_dir: Path, jobs_dir: Path, staged: Sequence[Path], agents: list[dict[str, Any]]
+) -> Path | None:
+    """Point a resumed job's configs at where its project and its model are now. Harbor keeps
+    absolute paths (jobs dir, staged task dirs) and each agent's endpoint in the job's
+    config.json and lock.json and in each trial's config.json: in a project that was moved or
+    copied, or whose gateway got another port, `harbor job resume` would otherwise run the old
+    location's tasks, write beside the old project, call a dead endpoint, or match no finished
+    trial. Tasks are matched by their staged dir's name, agents by name and model, neither of
+    which depends on where things are. Returns the job dir the configs named before, when it
+    was another."""
     where = {p.name: str(p) for p in staged}
+    endpoints = {
+        (a.get("name"), a.get("model_name")): {
+            k: v for k, v in (a.get("kwargs") or {}).items() if k in ENDPOINT_KWARGS
+        }
+        for a in agents
+    }
     before: list[Path] = []
+
+    def agent(entry: dict[str, Any]) -> None:
+        now = endpoints.get((entry.get("name"), entry.get("model_name")))
+        if now and isinstance(entry.get("kwargs"), dict):
+            entry["kwargs"].update(now)
 
     def task(entry: dict[str, Any]) -> None:
         if (old := entry.get("path")) and (new := where.get(Path(old).name)):
@@ -673,8 +691,10 @@ def rebind(job_dir: Path, jobs_dir: Path, staged: Sequence[Path]) -> Path | None
             conf = None
         if not isinstance(conf, dict):
             return  # Harbor drops (trial) or refuses (job) an unreadable config itself
+        was = json.dumps(conf)
         edit(conf)
-        path.write_text(json.dumps(conf, indent=4))
+        if json.dumps(conf) != was:  # a job resumed where it was made is left as it is
+            path.write_text(json.dumps(conf, indent=4))
 
     def job(conf: dict[str, Any]) -> None:
         if isinstance(old := conf.get("jobs_dir"), str):
@@ -682,22 +702,30 @@ def rebind(job_dir: Path, jobs_dir: Path, staged: Sequence[Path]) -> Path | None
         conf["jobs_dir"] = str(jobs_dir)
         for entry in conf.get("tasks") or []:
             task(entry)
+        for entry in conf.get("agents") or []:
+            agent(entry)
 
     def trial(conf: dict[str, Any]) -> None:
         conf["trials_dir"] = str(job_dir)
         task(conf.get("task") or {})
+        agent(conf.get("agent") or {})
+
+    def trial_lock(conf: dict[str, Any]) -> None:
+        task(conf.get("task") or {})
+        agent(conf.get("agent") or {})
 
     def lock(conf: dict[str, Any]) -> None:
         for entry in conf.get("trials") or []:
-            task(entry.get("task") or {})
+            trial_lock(entry)
 
     rewrite(job_dir / "config.json", job)
-    if (job_dir / "lock.json").is_file():
-        rewrite(job_dir / "lock.json", lock)
+    rewrite(job_dir / "lock.json", lock)
     for d in job_dir.iterdir():
-        conf = d / "config.json"
-        if d.is_dir() and not d.is_symlink() and conf.is_file() and not conf.is_symlink():
-            rewrite(conf, trial)
+        if not d.is_dir() or d.is_symlink():
+            continue
+        for name, edit in (("config.json", trial), ("lock.json", trial_lock)):
+            if (d / name).is_file() and not (d / name).is_symlink():
+                rewrite(d / name, edit)
     return before[0] if before and before[0] != job_dir else None
 
 
