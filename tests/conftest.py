@@ -132,13 +132,40 @@ def point_offline_teacher(project: Path, base_url: str, tracking: str = "disable
     run(["litecoder", "params"], project)
 
 
+# A finished smoke run kept between pytest runs (CI's second step reuses the first step's).
+SMOKE_RUN_ENV = "LITECODER_SMOKE_RUN"
+
+
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`dvc repro` of the whole pipeline on its offline defaults, in a fresh git + DVC copy of
-    the project: the README's main job. Shared by the tests that check its outputs."""
-    project = make_project(tmp_path_factory.mktemp("smoke") / "p", git=True)
-    run(["dvc", "repro"], project, timeout=3600)
-    return project
+    the project: the README's main job. Shared by the tests that check its outputs.
+
+    With LITECODER_SMOKE_RUN=DIR: a finished run kept in DIR is copied, its experiment files
+    refreshed from this checkout, and `dvc repro` re-runs only the stages whose code, config
+    or data changed (none, when DIR came from this checkout); a run made here is kept there."""
+    dst = tmp_path_factory.mktemp("smoke") / "p"
+    kept = Path(os.environ[SMOKE_RUN_ENV]) if os.environ.get(SMOKE_RUN_ENV) else None
+    reuse = kept is not None and (kept / "dvc.lock").is_file()
+    if reuse:
+        assert kept is not None
+        shutil.copytree(kept, dst, symlinks=True)
+        for name in PROJECT_FILES:
+            if (dst / name).is_dir():
+                shutil.rmtree(dst / name)
+            else:
+                (dst / name).unlink(missing_ok=True)
+        copy_project_files(dst)
+    else:
+        make_project(dst, git=True)
+    run(["dvc", "repro"], dst, timeout=3600)
+    if kept is not None and not reuse:
+        tmp = kept.with_name(kept.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(dst, tmp, symlinks=True)
+        shutil.rmtree(kept, ignore_errors=True)
+        tmp.rename(kept)  # whole or absent: a killed copy is never taken for a finished run
+    return dst
 
 
 @pytest.fixture(scope="module")
