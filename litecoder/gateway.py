@@ -214,7 +214,7 @@ class Gateway:
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             self.base_url = f"http://127.0.0.1:{port}/v1"
             if self.container_host:
-                # The same port on the bridge address (a resumed job keeps its URL).
+                # The same port on the bridge address, for agents inside the containers.
                 await web.TCPSite(runner, self.container_host, port, backlog=1024).start()
                 self.container_url = f"http://{self.container_host}:{port}/v1"
             return runner

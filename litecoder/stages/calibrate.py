@@ -161,7 +161,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
         in_container = agents.check(agent.name, local=local).in_container
         gateway = Gateway(
             lambda: ctx.client(c.role, cached=False, share_identical=False),
-            port=40000 + zlib.crc32(f"{ctx.root.resolve()}:calibrate".encode()) % 20000,
             models=[c.model] if c.model else [],
             container_host=container_host() if in_container else None,
         )

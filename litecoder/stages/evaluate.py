@@ -26,7 +26,6 @@ import math
 import os
 import random
 import shutil
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -141,13 +140,12 @@ def eval_teacher(cfg: Config, t: Target) -> Teacher:
 def endpoint(ctx: StageContext, t: Target, agent: EvalAgent, log_path: Path) -> Iterator[Served]:
     """How a job reaches a target: its endpoint behind a gateway (the real key stays in this
     process; the agents get a token), or a server started here for it."""
-    # Stable ports: a resumed Harbor job keeps the api_base it was started with.
-    port = 40000 + zlib.crc32(f"{ctx.root.resolve()}:eval:{t.label}".encode()) % 20000
+    # Any free port: a resumed Harbor job is pointed at this run's (runner.rebind), and sweep
+    # members of one project evaluate side by side.
     if t.endpoint is not None:
         teacher, base = eval_teacher(ctx.cfg, t), t.endpoint
         gateway = Gateway(
             lambda: ctx.client_of(teacher, base, cached=False, share_identical=False),
-            port=port,
             container_host=container_host() if agents.kind(agent.name).in_container else None,
         )
         with gateway:
@@ -160,7 +158,7 @@ def endpoint(ctx: StageContext, t: Target, agent: EvalAgent, log_path: Path) -> 
             "model served on this host's loopback: evaluate it as an endpoint "
             "(eval.model.source=endpoint)"
         )
-    with serve(t.model, ctx.cfg.eval.serve, ctx.root, log_path, port=port) as (base, served):
+    with serve(t.model, ctx.cfg.eval.serve, ctx.root, log_path) as (base, served):
         yield Served(base, served, "EMPTY")
 
 

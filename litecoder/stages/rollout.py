@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import shutil
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -145,11 +144,6 @@ def external_tasks(cfg: Config, ts: TaskSet, root: Path) -> tuple[list[Path], li
     return ok, bad
 
 
-def gateway_port(root: Path) -> int:
-    """A port that stays the same for a project (a resumed Harbor job keeps its api_base)."""
-    return 40000 + zlib.crc32(f"{root.resolve()}:gateway".encode()) % 20000
-
-
 def run(ctx: StageContext) -> dict[str, Any]:
     """data/rollouts/<job>/ (Harbor job dirs) from data/envs and the teacher."""
     cfg = ctx.cfg
@@ -181,7 +175,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
     jobs_dir.mkdir(parents=True, exist_ok=True)
     gateway = Gateway(
         lambda: ctx.client("agent", cached=False, share_identical=False),
-        port=gateway_port(ctx.root),
         models=[a.model for a in cfg.rollout.agents if a.model],
         container_host=container_host() if any(k.in_container for k in kinds) else None,
     )
