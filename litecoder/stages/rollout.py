@@ -200,19 +200,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     with gateway, progress("rollout", expected_total) as bar:
         api_base = gateway.base_url
         for agent, dirs, name in jobs:
-            job_dir = jobs_dir / name
-            if (job_dir / "config.json").exists():
-                stored = json.loads((job_dir / "config.json").read_text())
-                stored_base = stored["agents"][0]["kwargs"].get("api_base")
-                if stored_base and stored_base != api_base:
-                    log.warning(
-                        "%s was run against %s, now %s: starting it again",
-                        name,
-                        stored_base,
-                        api_base,
-                    )
-                    shutil.rmtree(job_dir)
-            # Trials the endpoint failed are not results: they run again.
+            # Trials the endpoint failed are not results: they run again. A job resumed under
+            # another gateway address is pointed at this one (runner.rebind).
             _, secs, again = runner.run_job(
                 name=name,
                 jobs_dir=jobs_dir.resolve(),
